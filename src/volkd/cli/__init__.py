@@ -1,0 +1,45 @@
+"""The ``volkd`` command: thin typer commands over the library's functions.
+
+Each topic registers its commands on :data:`app` from its own module; errors that are
+the user's to fix (:class:`volkd.errors.VolkdError`) print as one message, exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from volkd.cli.app import app
+from volkd.errors import VolkdError
+
+# Importing the command modules registers their commands on ``app``.
+from volkd.cli import data_cmds  # noqa: F401,E402
+
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(standalone_mode=False)
+    except VolkdError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click's own usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+__all__ = ["app", "main"]
