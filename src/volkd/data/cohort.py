@@ -23,6 +23,8 @@ from volkd.provenance import array_fingerprint, provenance
 REQUIRED_COLUMNS = ("scan_id", "subject_id", "visit", "label")
 OPTIONAL_COLUMNS = ("age", "sex", "site", "split", "source_path")
 VOLUMES_FILE, SCANS_FILE, META_FILE = "volumes.npy", "scans.csv", "cohort.json"
+#: Volumes are canonical RAS+: axis 0 = x (L→R), 1 = y (P→A), 2 = z (I→S).
+VIEW_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
 class CohortMeta(BaseModel):

@@ -1,0 +1,3 @@
+"""project commands (registered on the shared typer app)."""
+
+from volkd.cli.app import app  # noqa: F401
