@@ -1,0 +1,3 @@
+"""study commands: run, init-config (registered on the shared typer app)."""
+
+from volkd.cli.app import app  # noqa: F401
