@@ -1,0 +1,112 @@
+"""ModelSpec: the serialisable description of a network (stored in every checkpoint)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from volkd.errors import ConfigError
+
+ARCHS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "densenet121", "lightcnn")
+DEFAULT_WIDTH: dict[str, int] = {"resnet10": 64, "resnet18": 64, "resnet34": 64, "densenet121": 64, "lightcnn": 16}
+
+
+class ModelSpec(BaseModel):
+    """What `build_model` needs: architecture, 2D/3D, channels, classes, views and stem/width.
+
+    ``width`` is the channel count of the first stage (ResNet: 64 × widen factor; DenseNet:
+    ``init_features``; light CNN: first block, doubling per block); ``None`` means the arch's
+    default. ``stem_stride``/``stem_kernel`` set the first convolution (MONAI's 3D ResNet default
+    7³ stride 1 costs 8× a stride-2 stem, so stride 2 is our CPU-friendly default).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: str = "lightcnn"
+    spatial_dims: int = 2
+    in_channels: int = 1
+    num_classes: int = 2
+    n_views: int = 1
+    shared_encoder: bool = True
+    stem_stride: int = 2
+    stem_kernel: int = 7
+    width: int | None = None
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid model spec: {_describe(exc)}") from None
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_known(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown arch {v!r}; choose one of {', '.join(ARCHS)}")
+        return v
+
+    @field_validator("spatial_dims")
+    @classmethod
+    def _dims(cls, v: int) -> int:
+        if v not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {v}")
+        return v
+
+    @field_validator("in_channels", "n_views", "stem_stride", "stem_kernel")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be ≥ 1, got {v}")
+        return v
+
+    @field_validator("num_classes")
+    @classmethod
+    def _classes(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"must be ≥ 2 (a classifier needs two classes at least), got {v}")
+        return v
+
+    @field_validator("width")
+    @classmethod
+    def _width(cls, v: int | None) -> int | None:
+        if v is not None and v < 4:
+            raise ValueError(f"must be ≥ 4 channels (or null for the arch default), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _stem_kernel_odd(self) -> "ModelSpec":
+        if self.stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd (same padding), got {self.stem_kernel}")
+        return self
+
+    @property
+    def base_width(self) -> int:
+        """The first-stage channel count actually used (``width`` or the arch default)."""
+        return self.width if self.width is not None else DEFAULT_WIDTH[self.arch]
+
+    @property
+    def multiview(self) -> bool:
+        """True when the model takes ``(B, V, C, *spatial)`` input (``n_views > 1``)."""
+        return self.n_views > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (what checkpoints store)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        """Rebuild from `to_dict` output; bad fields raise `ConfigError` naming them."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"model spec must be a mapping, got {type(d).__name__}")
+        return cls(**d)
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per bad field: 'field: message'."""
+    items = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+        msg = err["msg"].removeprefix("Value error, ")
+        items.append(f"{loc}: {msg}")
+    return "; ".join(items)
