@@ -1,0 +1,213 @@
+"""Projection methods: pure functions from a batch of volumes to one view's 2D images.
+
+Every method takes ``block`` (n×X×Y×Z, any float array, memory-mapped or not), the
+volume ``axis`` it reads along (0 = sagittal, 1 = coronal, 2 = axial) and keyword
+parameters, and returns float32 ``n×C×U×V`` where ``U, V`` are the two remaining volume
+axes in increasing order (orientation for display is applied by :func:`orient`).
+Methods are looked up by name in :data:`METHODS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Number of grey levels of the entropy method's quantisation (8 bits).
+N_LEVELS = 256
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered projection method."""
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    needs_reference: bool  # reads slices around ``ref`` rather than the whole axis
+    doc: str
+
+    def channels(self, epsilon: int) -> int:
+        """Channels of the method's output image."""
+        return 2 * epsilon + 1 if self.name == "slices" else 1
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, needs_reference: bool, doc: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Decorator adding a projection function to :data:`METHODS` under ``name``."""
+
+    def deco(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        METHODS[name] = Method(name, fn, needs_reference, doc)
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name`` (``KeyError`` if unknown; specs validate names first)."""
+    return METHODS[name]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _f32(block: np.ndarray) -> np.ndarray:
+    return np.asarray(block, dtype=np.float32)
+
+
+def _chan(img: np.ndarray) -> np.ndarray:
+    """n×U×V → n×1×U×V float32."""
+    return np.ascontiguousarray(img[:, None], dtype=np.float32)
+
+
+def weighted_sum(block: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """Σ_t w_t · slice_t along volume ``axis``; ``weights`` is (T,) or per volume (n, T).
+
+    Returns n×U×V float32. Uses BLAS matrix products on reshaped views (no copies
+    for contiguous input).
+    """
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    n, shape = block.shape[0], block.shape[1:]
+    t = shape[axis]
+    a = int(np.prod(shape[:axis], dtype=np.int64))
+    b = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float32), (n, t))
+    rest = tuple(s for i, s in enumerate(shape) if i != axis)
+    if b == 1:  # reading along the last axis: (n, A, T) @ (n, T, 1)
+        out = block.reshape(n, a, t) @ w[:, :, None]
+    elif a == 1:  # first axis: (n, 1, T) @ (n, T, B)
+        out = w[:, None, :] @ block.reshape(n, t, b)
+    else:  # middle axis: (n, 1, 1, T) @ (n, A, T, B)
+        out = w[:, None, None, :] @ block.reshape(n, a, t, b)
+    return out.reshape((n,) + rest)
+
+
+# ----------------------------------------------------------------------------- methods
+def _take(block: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    index = [slice(None)] * 4
+    index[axis + 1] = slice(start, stop)
+    # basic slicing: on a memmap only the slices read are touched
+    return np.moveaxis(_f32(block[tuple(index)]), axis + 1, 1)
+
+
+@register("slice", needs_reference=True, doc="the reference slice c (1 channel)")
+def slice_image(block: np.ndarray, axis: int, *, ref: int, **_: object) -> np.ndarray:
+    """The slice at index ``ref`` along ``axis``: n×1×U×V."""
+    return np.ascontiguousarray(_take(block, axis, ref, ref + 1))
+
+
+@register("slices", needs_reference=True, doc="slices c−ε … c+ε as 2ε+1 channels (2D+ε)")
+def slices_image(block: np.ndarray, axis: int, *, ref: int, epsilon: int = 1, **_: object) -> np.ndarray:
+    """Slices ``ref−ε … ref+ε`` (ascending index) as channels: n×(2ε+1)×U×V."""
+    return np.ascontiguousarray(_take(block, axis, ref - epsilon, ref + epsilon + 1))
+
+
+@register("mip", needs_reference=False, doc="maximum intensity projection over the axis")
+def mip_image(block: np.ndarray, axis: int, **_: object) -> np.ndarray:
+    """Maximum over ``axis``: n×1×U×V."""
+    return _chan(_f32(block).max(axis=axis + 1))
+
+
+@register("mean", needs_reference=False, doc="mean over the axis")
+def mean_image(block: np.ndarray, axis: int, **_: object) -> np.ndarray:
+    """Mean over ``axis``: n×1×U×V."""
+    b = _f32(block)
+    return _chan(weighted_sum(b, np.full(b.shape[axis + 1], 1.0 / b.shape[axis + 1], dtype=np.float32), axis))
+
+
+@register("std", needs_reference=False, doc="standard deviation over the axis (population, ddof=0)")
+def std_image(block: np.ndarray, axis: int, **_: object) -> np.ndarray:
+    """Population standard deviation (ddof=0) over ``axis``: n×1×U×V."""
+    b = _f32(block)
+    t = b.shape[axis + 1]
+    mean = weighted_sum(b, np.full(t, 1.0 / t, dtype=np.float32), axis)
+    dev = b - np.expand_dims(mean, axis + 1)
+    np.square(dev, out=dev)
+    var = weighted_sum(dev, np.full(t, 1.0 / t, dtype=np.float32), axis)
+    return _chan(np.sqrt(np.maximum(var, 0.0, out=var), out=var))
+
+
+def quantize_uint8(block: np.ndarray) -> np.ndarray:
+    """8-bit grey levels per volume: ``min(floor((v − min)·256 / (max − min)), 255)``.
+
+    ``min``/``max`` are each volume's own (float32 arithmetic); a constant volume maps to 0.
+    Returns uint8 with ``block``'s shape.
+    """
+    b = _f32(block)
+    n = b.shape[0]
+    flat = b.reshape(n, -1)
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    span = hi - lo
+    scale = np.where(span > 0, np.float32(N_LEVELS) / np.where(span > 0, span, 1), 0).astype(np.float32)
+    q = b - lo.reshape((n, 1, 1, 1))
+    q *= scale.reshape((n, 1, 1, 1))
+    np.minimum(q, N_LEVELS - 1, out=q)
+    return q.astype(np.uint8)
+
+
+def slice_entropies(q: np.ndarray, axis: int) -> np.ndarray:
+    """Shannon entropy (bits) of each slice's grey-level histogram: (n, T) float64.
+
+    One ``np.bincount`` over the whole batch: each voxel's bin is offset by
+    ``(volume·T + slice)·256``, so all histograms are counted in a single pass.
+    """
+    n, shape = q.shape[0], q.shape[1:]
+    t = shape[axis]
+    offs_shape = [1, 1, 1, 1]
+    offs_shape[0], offs_shape[axis + 1] = n, t
+    offsets = (np.arange(n * t, dtype=np.int64) * N_LEVELS).reshape(offs_shape)
+    idx = q.astype(np.int64)
+    idx += offsets
+    counts = np.bincount(idx.ravel(), minlength=n * t * N_LEVELS).reshape(n, t, N_LEVELS)
+    p = counts / float(np.prod(shape, dtype=np.int64) // t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.where(p > 0, np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    return -(p * logp).sum(axis=2)
+
+
+@register("entropy", needs_reference=False, doc="mean of slices weighted by each slice's Shannon entropy")
+def entropy_image(block: np.ndarray, axis: int, **_: object) -> np.ndarray:
+    """Σ_t H_t·slice_t / Σ_t H_t with H_t the entropy of slice t's 8-bit histogram: n×1×U×V.
+
+    When every slice has zero entropy (a constant volume) the plain mean is returned.
+    """
+    b = _f32(block)
+    h = slice_entropies(quantize_uint8(b), axis)
+    total = h.sum(axis=1, keepdims=True)
+    w = np.where(total > 0, h / np.where(total > 0, total, 1.0), 1.0 / h.shape[1])
+    return _chan(weighted_sum(b, w, axis))
+
+
+def rank_pool_weights(t: int) -> np.ndarray:
+    """Approximate rank-pooling weights α_1…α_T = Σ_{i=t..T} (2i − T − 1)/i (Bilen et al. 2016)."""
+    i = np.arange(1, t + 1, dtype=np.float64)
+    terms = (2 * i - t - 1) / i
+    return np.cumsum(terms[::-1])[::-1]
+
+
+@register("dynamic", needs_reference=False, doc="dynamic image Σ_t α_t·slice_t (approximate rank pooling)")
+def dynamic_image(block: np.ndarray, axis: int, *, minmax: bool = True, **_: object) -> np.ndarray:
+    """Dynamic image along ``axis`` (slice t = index t−1), min-max scaled to [0, 1] per image if ``minmax``."""
+    b = _f32(block)
+    img = weighted_sum(b, rank_pool_weights(b.shape[axis + 1]).astype(np.float32), axis)
+    if minmax:
+        flat = img.reshape(img.shape[0], -1)
+        lo = flat.min(axis=1).reshape(-1, 1, 1)
+        span = flat.max(axis=1).reshape(-1, 1, 1) - lo
+        img = np.where(span > 0, (img - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+    return _chan(img)
+
+
+# ----------------------------------------------------------------------------- orientation
+def orient(images: np.ndarray) -> np.ndarray:
+    """Display orientation of ``…×U×V`` images: rows = V reversed, columns = U.
+
+    Axial (U=x, V=y): anterior up, patient left on the image's left; coronal (U=x, V=z)
+    and sagittal (U=y, V=z): superior up (sagittal: anterior on the right).
+    """
+    return np.swapaxes(images, -1, -2)[..., ::-1, :]
+
+
+def unorient(images: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`orient`: displayed ``…×H×W`` back to volume-axis order ``…×U×V``."""
+    return np.swapaxes(images[..., ::-1, :], -1, -2)
