@@ -1,0 +1,92 @@
+"""PNG gallery of projections: what the 2D student sees, per method × view, for a few scans per class."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from volkd.atomic import atomic_file
+from volkd.data.cohort import Cohort
+from volkd.errors import ConfigError
+from volkd.projection.project import project
+from volkd.projection.reference import resolve_reference
+from volkd.projection.spec import ProjectionSpec
+
+def pick_scans(cohort: Cohort, n_per_class: int = 2) -> np.ndarray:
+    """Indices of the first ``n_per_class`` scans of each class, in class order."""
+    if n_per_class < 1:
+        raise ConfigError(f"gallery: n_per_class must be ≥ 1, got {n_per_class}")
+    y = cohort.y
+    return np.concatenate([np.flatnonzero(y == k)[:n_per_class] for k in range(len(cohort.class_names))]).astype(np.int64)
+
+
+def _offset(k: int) -> str:
+    return "c" if k == 0 else f"c{'+' if k > 0 else '−'}{abs(k)}"
+
+
+def gallery_rows(images: np.ndarray, spec: ProjectionSpec) -> list[tuple[str, np.ndarray]]:
+    """One labelled row per output channel of ``spec``: (label, array N×V×H×W over the spec's views)."""
+    n, c = images.shape[0], spec.channels_per_view
+    per_view = images if spec.multiview else images.reshape((n, len(spec.views), c) + images.shape[-2:])
+    rows = []
+    for k in range(c):
+        what = _offset(k - spec.epsilon) if spec.method == "slices" else ("c" if spec.method == "slice" else "")
+        rows.append((f"{spec.label}" + (f"\n{what}" if what else ""), per_view[:, :, k]))
+    return rows
+
+
+def render_gallery(cohort: Cohort, specs: list[ProjectionSpec], n_per_class: int = 2, cmap: str = "gray") -> bytes:
+    """PNG bytes: one row per spec × channel; one column per scan × view (``n_per_class`` scans of each class).
+
+    All specs must share their views. Each panel is min–max scaled on its own.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not specs:
+        raise ConfigError("gallery: no projection specs given")
+    views = specs[0].views
+    if any(s.views != views for s in specs):
+        raise ConfigError(f"gallery: all specs must share their views; got {[s.views for s in specs]}")
+    idx = pick_scans(cohort, n_per_class)
+    vols = np.asarray(cohort.volumes[idx], dtype=np.float32)
+    names = [f"{cohort.class_names[k]} {sid}" for k, sid in zip(cohort.y[idx], cohort.scan_ids[idx])]
+    rows: list[tuple[str, np.ndarray]] = []
+    refs: dict[str, int] = {}
+    for spec in specs:
+        if spec.grid_shape is None:
+            spec = resolve_reference(spec, cohort)
+        refs.update(spec.ref_index or {})
+        rows += gallery_rows(project(vols, spec), spec)
+    nrows, ncols = len(rows), len(idx) * len(views)
+    fig = Figure(figsize=(1.3 * ncols + 0.9, 1.35 * nrows + 0.7), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for r, (label, stack) in enumerate(rows):
+        for s in range(len(idx)):
+            for v, view in enumerate(views):
+                ax = axes[r, s * len(views) + v]
+                ax.imshow(stack[s, v], cmap=cmap, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ref = f" (c={refs[view]})" if view in refs else ""
+                    ax.set_title(f"{names[s]}\n{view}{ref}", fontsize=7)
+                if s == 0 and v == 0:
+                    ax.set_ylabel(label, fontsize=7)
+    fig.suptitle(f"{cohort.path or 'cohort'}: what the 2D student sees (each panel min–max scaled)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def write_gallery(path: str | Path, cohort: Cohort, specs: list[ProjectionSpec], n_per_class: int = 2, force: bool = True) -> Path:
+    """Render :func:`render_gallery` and write it atomically to ``path``."""
+    path = Path(path)
+    data = render_gallery(cohort, specs, n_per_class)
+    with atomic_file(path, force=force, mode="wb") as fh:
+        fh.write(data)
+    return path
