@@ -1,3 +1,61 @@
-"""import commands (registered on the shared typer app)."""
+"""``volkd import``: scans (NIfTI, DICOM, NPZ/NPY, PPMI downloads) + labels → a cohort."""
 
-from volkd.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from volkd.cli.app import app
+from volkd.errors import ConfigError
+
+console = Console()
+
+
+def _parse_grid(text: str) -> tuple[int, int, int] | None:
+    if text.strip().lower() == "native":
+        return None
+    try:
+        parts = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--grid {text!r}: expected a size (64), three sizes (64,64,64) or 'native'") from None
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise ConfigError(f"--grid {text!r}: expected one or three sizes")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+@app.command("import")
+def import_cmd(
+    source: Path = typer.Argument(..., help="Folder of NIfTI files / DICOM series folders, an NPZ/NPY file, or a PPMI download folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cohort directory to create."),
+    labels: Path = typer.Option(None, "--labels", help="Labels CSV (one row per scan)."),
+    id_col: str = typer.Option("scan_id", "--id-col", help="Labels CSV column with the scan ID (file name without extension, or DICOM folder name)."),
+    subject_col: str = typer.Option("subject_id", "--subject-col", help="Labels CSV column with the subject ID."),
+    visit_col: str = typer.Option("visit", "--visit-col", help="Labels CSV column with the visit (number or code such as BL, V04)."),
+    label_col: str = typer.Option("label", "--label-col", help="Labels CSV column with the diagnosis/label."),
+    mapping: str = typer.Option(None, "--map", help="Label mapping, e.g. 'PD=PD,Control=control'; unmapped values are excluded and counted."),
+    classes: str = typer.Option(None, "--classes", help="Class names in index order, e.g. 'control,PD' (MedMNIST: names for 0,1,…)."),
+    grid: str = typer.Option("64", "--grid", help="Target grid: 64, 64,64,64, or 'native' to keep the inputs' grid."),
+    space: str = typer.Option(None, "--space", help="Placement: mni (scans already in MNI space; default for scans) or fov (the scan's own field of view; arrays)."),
+    crop: bool = typer.Option(False, "--crop", help="Crop to the brain's bounding box before resampling (with --space fov)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable scans (listed in skipped.csv) instead of stopping."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    ppmi_csv: Path = typer.Option(None, "--ppmi-csv", help="PPMI image-collection CSV: SOURCE is then the PPMI download folder."),
+    include_groups: str = typer.Option(None, "--include-groups", help="Extra PPMI groups to import, e.g. 'SWEDD=control,Prodromal' (a name alone is its own class)."),
+    modality: str = typer.Option(None, "--modality", help="Modality recorded in cohort.json (default: from the files)."),
+) -> None:
+    """Import scans (NIfTI, DICOM, NPZ/NPY, PPMI) with their labels into a cohort."""
+    from volkd.data.importer import REPORT_FILE, import_scans
+
+    result = import_scans(
+        source, out, labels_csv=labels, id_column=id_col, subject_column=subject_col, visit_column=visit_col,
+        label_column=label_col, label_map=mapping, class_names=[c.strip() for c in classes.split(",")] if classes else None,
+        target_grid=_parse_grid(grid), space=space, crop=crop, skip_bad=skip_bad, force=force, modality=modality,
+        ppmi_csv=ppmi_csv, include_groups=include_groups,
+    )
+    for line in result.summary.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"cohort written to {out} (report: {out / REPORT_FILE})", highlight=False)
