@@ -189,12 +189,17 @@ def rank_pool_weights(t: int) -> np.ndarray:
 def dynamic_image(block: np.ndarray, axis: int, *, minmax: bool = True, **_: object) -> np.ndarray:
     """Dynamic image along ``axis`` (slice t = index t−1), min-max scaled to [0, 1] per image if ``minmax``."""
     b = _f32(block)
-    img = weighted_sum(b, rank_pool_weights(b.shape[axis + 1]).astype(np.float32), axis)
+    alpha = rank_pool_weights(b.shape[axis + 1])
+    img = weighted_sum(b, alpha.astype(np.float32), axis)
     if minmax:
-        flat = img.reshape(img.shape[0], -1)
-        lo = flat.min(axis=1).reshape(-1, 1, 1)
-        span = flat.max(axis=1).reshape(-1, 1, 1) - lo
-        img = np.where(span > 0, (img - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+        n = img.shape[0]
+        flat = img.reshape(n, -1)
+        lo = flat.min(axis=1)
+        span = flat.max(axis=1) - lo
+        # below float32 round-off of Σ α_t·slice_t the image is zero (e.g. constant along the axis)
+        tol = 8 * len(alpha) * np.finfo(np.float32).eps * np.abs(alpha).sum() * np.abs(b.reshape(n, -1)).max(axis=1)
+        ok = span > tol
+        img = np.where(ok[:, None, None], (img - lo[:, None, None]) / np.where(ok, span, 1)[:, None, None], 0).astype(np.float32)
     return _chan(img)
 
 
