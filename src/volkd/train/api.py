@@ -301,3 +301,27 @@ def predict_proba(ckpt: Checkpoint | str | Path, volumes: np.ndarray, batch_size
             x = project(x, spec)
         out.append(torch.softmax(model(torch.from_numpy(x))[0].float(), 1).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(ck.class_names)), np.float32)
+
+
+# ------------------------------------------------------------- CLI support
+def resolve_split(cohort: Cohort, split_file: str | Path | None = None, repeat: int = 0) -> Split:
+    """Repeat ``repeat`` of ``split_file``, or of the default subject-level 60/20/20 hold-out (seed 0)."""
+    from volkd.data.splits import SplitError, holdout_splits, load_splits
+
+    if repeat < 0:
+        raise ConfigError(f"--repeat must be ≥ 0, got {repeat}")
+    splits = load_splits(split_file, cohort) if split_file is not None else holdout_splits(cohort, n_repeats=repeat + 1, fractions=(0.6, 0.2, 0.2), seed=0)
+    if repeat >= len(splits):
+        raise SplitError(f"{split_file}: has {len(splits)} split(s); --repeat {repeat} is out of range")
+    return splits[repeat]
+
+
+def student_model_spec(arch: str, projection: Any, num_classes: int, **kw: Any) -> Any:
+    """A 2D ``ModelSpec`` whose input matches ``projection`` (channels, views)."""
+    from volkd.models import ModelSpec
+    from volkd.projection import ProjectionSpec, preset
+
+    spec = preset(projection) if isinstance(projection, str) else projection
+    if not isinstance(spec, ProjectionSpec):
+        spec = ProjectionSpec(**dict(spec))
+    return ModelSpec(arch=arch, spatial_dims=2, in_channels=spec.in_channels, n_views=spec.n_views, num_classes=num_classes, **kw)
