@@ -23,7 +23,7 @@ import pandas as pd
 
 from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
 from volkd.data.cohort import Cohort, CohortMeta
-from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, dicom_files, is_dicom_file, is_nifti, nifti_stem,
+from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem,
                                 read_arrays, read_scan)
 from volkd.data.resample import SPACES, resample_scan
 from volkd.errors import ConfigError, ScanImportError
@@ -300,6 +300,11 @@ def plan_ppmi(root: str | Path, collection_csv: str | Path, group_map: dict[str,
         subj_folder = folder.relative_to(root).parts[0]
         if subj_folder != row["Subject"]:
             entry.problem = f"image folder is under subject {subj_folder} but the collection CSV says subject {row['Subject']}"
+        else:
+            try:
+                entry.path = ppmi.image_path(folder)  # the folder (DICOM) or its NIfTI file
+            except ScanImportError as e:
+                entry.problem = str(e).removeprefix(f"{folder}: ")
         entries.append(entry)
     default = [c for c in ppmi.DEFAULT_CLASSES if c in set(gmap.values())] if group_map is None else []
     default += [v for v in dict.fromkeys(gmap.values()) if v not in default]
@@ -467,18 +472,13 @@ def _grid(target: tuple[int, int, int] | int | None) -> tuple[int, int, int] | N
 
 
 def _read(entry: ScanEntry) -> tuple[np.ndarray, np.ndarray, str]:
-    from volkd.data.ppmi import image_path
-
     if entry.problem:
         raise ScanImportError(f"{entry.where}: {entry.problem}")
     if entry.array is not None:
         s, k = entry.array
         return np.asarray(s.images[k], dtype=np.float32), np.eye(4), ""
-    path = entry.path
-    assert path is not None
-    if path.is_dir() and not dicom_files(path):
-        path = image_path(path)  # a PPMI image folder holding one NIfTI file
-    vol = read_scan(path)
+    assert entry.path is not None
+    vol = read_scan(entry.path)
     return vol.data, vol.affine, str(vol.info.get("modality", ""))
 
 
