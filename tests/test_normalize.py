@@ -110,6 +110,9 @@ def test_reference_nonpositive_names_the_scan():
         r.fit(v, [0, 2])
     with pytest.raises(ConfigError, match="grid"):
         r.transform(np.ones((1, 8, 8, 8), np.float32))
+    with pytest.raises(ConfigError, match="space 'unknown', not MNI"):
+        get_normalizer("reference", space="unknown")
+    get_normalizer("reference", space="unknown", mask=mask)  # an explicit mask is fine
 
 
 def test_errors():

@@ -240,3 +240,17 @@ def test_cli_split(tmp_path):
     assert len(json.loads((tmp_path / "s.json").read_text())["splits"]) == 3
     r = runner.invoke(app, ["split", str(tmp_path / "c"), "--out", str(tmp_path / "t.json"), "--fractions", "a,b"])
     assert r.exit_code != 0 and "fractions" in str(r.exception)
+
+
+def test_official_split_of_real_medmnist(medmnist28):
+    """AdrenalMNIST3D's official split (1188/98/298 scans) is kept as is and passes the guard."""
+    z = np.load(medmnist28)
+    rows = []
+    for part in ("train", "val", "test"):
+        for i, lab in enumerate(z[f"{part}_labels"].reshape(-1)):
+            rows.append({"scan_id": f"{part}_{i}", "subject_id": f"{part}_{i}", "visit": 0, "label": str(int(lab)), "split": part})
+    base = make_cohort(n_subjects=1, visits=1, grid=1)
+    c = Cohort(np.zeros((len(rows), 1, 1, 1), np.float32), pd.DataFrame(rows), base.meta.model_copy(update={"grid_shape": (1, 1, 1), "class_names": ["0", "1"]}))
+    s = official_split(c)
+    assert (len(s.train), len(s.val), len(s.test)) == (1188, 98, 298)
+    assert split_counts(c, s)["test"]["per_class"] == {"0": int((z["test_labels"] == 0).sum()), "1": int((z["test_labels"] == 1).sum())}

@@ -227,12 +227,19 @@ class ReferenceNormalizer(Normalizer):
 
     The region comes from ``mask`` (boolean D×H×W, for non-MNI data) or from
     :func:`volkd.data.atlas.occipital_mask` on the volumes' grid with ``affine`` (MNI).
+    Pass ``space=cohort.meta.space`` to refuse a non-MNI cohort without a mask.
     Nothing is learnt from the training scans; the reference mean is per scan.
     """
 
     name = "reference"
 
-    def __init__(self, mask: np.ndarray | None = None, affine: np.ndarray | list | None = None) -> None:
+    def __init__(self, mask: np.ndarray | None = None, affine: np.ndarray | list | None = None,
+                 space: str | None = None) -> None:
+        if mask is None and space is not None and space != "MNI":
+            raise ConfigError(
+                f"reference normalisation: the cohort is in space {space!r}, not MNI, so the atlas occipital region "
+                "does not apply; pass an explicit reference mask or use zscore"
+            )
         self.mask = None if mask is None else np.asarray(mask, dtype=bool)
         if self.mask is not None and (self.mask.ndim != 3 or not self.mask.any()):
             raise ConfigError("reference: mask must be a non-empty boolean D×H×W array")
