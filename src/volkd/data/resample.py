@@ -61,7 +61,10 @@ def resample_to_grid(
     m = np.linalg.inv(src_affine) @ dst_affine  # target voxel → source voxel
     if np.allclose(m, np.eye(4), atol=1e-9) and tuple(shape) == data.shape:
         return np.ascontiguousarray(data, dtype=np.float32)
-    out = ndimage.affine_transform(data, m[:3, :3], offset=m[:3, 3], output_shape=tuple(int(s) for s in shape),
+    lin = m[:3, :3]
+    if np.count_nonzero(lin - np.diag(np.diag(lin))) == 0:
+        lin = np.diag(lin)  # axis-aligned: scipy's faster separable path, same result
+    out = ndimage.affine_transform(data, lin, offset=m[:3, 3], output_shape=tuple(int(s) for s in shape),
                                    order=order, mode="constant", cval=0.0, prefilter=order > 1)
     return out.astype(np.float32, copy=False)
 
