@@ -1,3 +1,45 @@
-"""study commands: run, init-config (registered on the shared typer app)."""
+"""study commands: ``volkd run`` (a whole distillation study + report) and ``volkd init-config``."""
 
-from volkd.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from volkd.cli.app import app
+
+
+@app.command("run", help="Run (or resume) a 3D-to-2D distillation study and write its report (default: the quick profile).")
+def run_cmd(
+    config: Optional[Path] = typer.Argument(None, help="Study YAML (see `volkd init-config`); omit to use --profile."),
+    profile: str = typer.Option("quick", "--profile", "-p", help="Built-in profile when no CONFIG is given: quick or paper."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: volkd-runs/<study name>)."),
+    new: bool = typer.Option(False, "--new", help="Start a new folder (<out>-2, …) instead of resuming the existing one."),
+    force: bool = typer.Option(False, "--force", help="Discard the results already in the study folder and start over."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not show the live progress view."),
+) -> None:
+    from volkd.experiment.config import load_config, load_profile
+    from volkd.experiment.runner import run_study
+    from volkd.report.console import headline_rich
+
+    cfg = load_config(config) if config is not None else load_profile(profile)
+    console = Console()
+    res = run_study(cfg, out, force=force, new=new, progress=not no_progress, console=console)
+    console.print(headline_rich(res.headline))
+    console.print(f"{res.n_run} trial(s) run, {res.n_skipped} resumed from earlier runs, {res.n_failed} failed; "
+                  f"{res.wall_seconds:.0f} s")
+    console.print(f"report: [bold]{res.report_html}[/] (and {res.report_md.name}, results.csv, summary.csv)")
+
+
+@app.command("init-config", help="Write an annotated study config (a comment above every key) to edit and pass to `volkd run`.")
+def init_config_cmd(
+    out: Path = typer.Option(Path("study.yaml"), "--out", "-o", help="Where to write the YAML file."),
+    profile: str = typer.Option("quick", "--profile", "-p", help="Profile to start from: quick or paper."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    from volkd.experiment.config import write_config
+
+    path = write_config(out, profile, force=force)
+    typer.echo(f"wrote {path}; edit it, then: volkd run {path}")

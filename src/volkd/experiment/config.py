@@ -1,0 +1,393 @@
+"""StudyConfig: one validated YAML file describes a whole 3D-to-2D distillation study.
+
+Profiles (``quick``, ``paper``) ship as annotated YAML files in ``volkd/configs``;
+:func:`annotated_yaml` writes any config back with a comment above every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from volkd.errors import ConfigError
+
+#: Projection preset names understood by ``volkd.projection.preset``.
+PROJECTIONS: tuple[str, ...] = ("slice", "slices", "mip", "mean", "std", "entropy", "dynamic", "early", "joint", "fuseme")
+#: KD loss names understood by ``volkd.distill.get_kd_loss``.
+KD_METHODS: tuple[str, ...] = ("none", "graph", "hinton", "sp", "rkd")
+#: Model architectures understood by ``volkd.models.build_model``.
+ARCHS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "densenet121", "lightcnn")
+#: Metrics computed per trial by ``volkd.evaluate.classification_metrics``.
+METRICS: tuple[str, ...] = (
+    "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "f1_micro", "sensitivity",
+    "specificity", "g_mean", "roc_auc", "brier", "ece",
+)
+PROFILES: tuple[str, ...] = ("quick", "paper")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    """Where the scans come from: the built-in synthetic generator or a cohort folder."""
+
+    kind: Literal["synthetic", "cohort"] = Field("synthetic", description="`synthetic` (built-in DaTscan-like generator) or `cohort` (a folder made by `volkd import` / `volkd synth`)")
+    path: str | None = Field(None, description="cohort folder (kind: cohort only); relative paths are read from the working directory")
+    n_subjects: int = Field(200, ge=8, description="synthetic: number of subjects")
+    grid: int = Field(32, ge=8, le=256, description="synthetic: cubic grid size in voxels (the study resizes to 64)")
+    modality: Literal["spect", "pet"] = Field("spect", description="synthetic: `spect` (DaTscan-like) or `pet` (AV133-like)")
+    seed: int = Field(0, description="synthetic: generator seed (the same seed gives the same cohort)")
+    options: dict[str, Any] = Field(default_factory=dict, description="synthetic: extra keyword arguments for volkd.data.synth.synthesize")
+
+    @model_validator(mode="after")
+    def _path_for_cohort(self) -> "DatasetConfig":
+        if self.kind == "cohort" and not self.path:
+            raise ValueError("kind is 'cohort' but no path is given; set path to a cohort folder or use kind: synthetic")
+        return self
+
+
+class ExternalConfig(DatasetConfig):
+    """A cohort evaluated with the models trained on the main cohort (no retraining)."""
+
+    name: str = Field(..., min_length=1, description="label used in the report's external-evaluation table")
+
+
+class SplitConfig(_Strict):
+    """Subject-level split protocol and how many repeats."""
+
+    protocol: Literal["holdout", "kfold", "official"] = Field("holdout", description="`holdout` (stratified train/val/test, repeated), `kfold` (one repeat per fold) or `official` (the cohort's `split` column, one repeat)")
+    repeats: int = Field(3, ge=1, description="holdout: number of repeats; kfold: number of folds k (≥ 2); official: must be 1")
+    fractions: tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="holdout: train/val/test fractions (sum to 1)")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="kfold: fraction of each training fold held out for validation")
+    seed: int = Field(0, description="seed of the splitter")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SplitConfig":
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
+            raise ValueError(f"fractions must be three positive numbers summing to 1, got {list(self.fractions)}")
+        if self.protocol == "kfold" and self.repeats < 2:
+            raise ValueError("protocol kfold needs repeats (= k folds) ≥ 2")
+        if self.protocol == "official" and self.repeats != 1:
+            raise ValueError("protocol official has exactly one split: set repeats: 1")
+        return self
+
+
+class ModelConfig(_Strict):
+    """A network (see volkd.models.ModelSpec); channels, views and classes come from the data."""
+
+    arch: str = Field("lightcnn", description=f"one of {', '.join(ARCHS)}")
+    width: int | None = Field(None, ge=4, description="channels of the first stage (null: the arch's default)")
+    stem_stride: int = Field(2, ge=1, description="stride of the first convolution")
+    stem_kernel: int = Field(7, ge=1, description="kernel size of the first convolution (odd)")
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown arch {v!r}; allowed: {', '.join(ARCHS)}")
+        return v
+
+
+class KDConfig(_Strict):
+    """One distillation method applied to every projection."""
+
+    name: str = Field(..., description=f"KD loss: one of {', '.join(KD_METHODS)} (`none` = the student's no-KD baseline)")
+    w_kd: float = Field(5.0, ge=0, description="weight of the KD loss (the study: 5)")
+    temperature: float = Field(5.0, gt=0, description="softmax temperature T for logit terms (the study: 5)")
+    params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for volkd.distill.get_kd_loss (e.g. affinity: cosine)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in KD_METHODS:
+            raise ValueError(f"unknown KD method {v!r}; allowed: {', '.join(KD_METHODS)}")
+        return v
+
+
+class TrainingConfig(_Strict):
+    """Training budget shared by teacher and students (volkd.train.TrainConfig fields)."""
+
+    epochs: int = Field(20, ge=1, description="maximum epochs")
+    patience: int = Field(5, ge=1, description="early stopping: epochs without improvement on validation")
+    batch_size: int = Field(32, ge=2, description="mini-batch size (the graph KD compares B×B relations)")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    optimizer: Literal["radam", "adam", "adamw"] = Field("radam", description="radam (the study), adam or adamw")
+    scheduler: Literal["cosine_warm_restarts", "cosine", "none"] = Field("cosine_warm_restarts", description="learning-rate schedule (the study: cosine annealing with warm restarts)")
+    monitor: Literal["val_loss", "val_balanced_accuracy", "val_auc", "val_accuracy"] = Field("val_loss", description="validation quantity for early stopping and best checkpoint")
+    extra: dict[str, Any] = Field(default_factory=dict, description="any other volkd.train.TrainConfig field (e.g. weight_decay, augment)")
+
+
+class TeacherTrainingConfig(_Strict):
+    """Overrides of the training budget for the 3D teacher only (null: same as students)."""
+
+    epochs: int | None = Field(None, ge=1, description="maximum epochs for the teacher")
+    patience: int | None = Field(None, ge=1, description="early-stopping patience for the teacher")
+    batch_size: int | None = Field(None, ge=2, description="teacher mini-batch size")
+    lr: float | None = Field(None, gt=0, description="teacher learning rate")
+
+
+class ReportConfig(_Strict):
+    """What the report shows."""
+
+    headline_metric: str = Field("f1_weighted", description=f"metric of the headline table; one of {', '.join(METRICS)}")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level for the paired tests")
+    gallery_scans: int = Field(2, ge=1, le=6, description="example scans per class in the projection gallery")
+    graph_batch: int = Field(16, ge=4, le=128, description="test scans in the batch-relation-graph heatmaps")
+    latency_runs: int = Field(10, ge=1, description="timed forward passes per model for the CPU latency column")
+
+    @field_validator("headline_metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(METRICS)}")
+        return v
+
+
+class StudyConfig(_Strict):
+    """A complete study: data, splits, teacher, student, projections × KD methods, budget."""
+
+    name: str = Field("study", min_length=1, description="study name (default output folder: volkd-runs/<name>)")
+    seed: int = Field(0, description="training seed; repeat r trains with seed + r")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the main cohort")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="subject-level split protocol")
+    teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="lightcnn"), description="3D teacher network (sees the whole volume)")
+    student: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="lightcnn"), description="2D student network (sees projections)")
+    projections: list[str] = Field(default_factory=lambda: ["slices", "mip", "early", "fuseme"], min_length=1, description=f"2D projection presets; allowed: {', '.join(PROJECTIONS)}")
+    kd: list[KDConfig] = Field(default_factory=lambda: [KDConfig(name="none"), KDConfig(name="graph")], min_length=1, description="KD methods; include `none` for the no-KD baseline")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="training budget (teacher and students)")
+    teacher_training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig, description="teacher-only overrides of the budget")
+    external: list[ExternalConfig] = Field(default_factory=list, description="cohorts evaluated without retraining (e.g. the synthetic PET variant)")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="report options")
+
+    @field_validator("projections")
+    @classmethod
+    def _projections(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p not in PROJECTIONS:
+                raise ValueError(f"unknown projection {p!r}; allowed: {', '.join(PROJECTIONS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"projections listed twice: {sorted({p for p in v if v.count(p) > 1})}")
+        return v
+
+    @field_validator("kd")
+    @classmethod
+    def _kd_unique(cls, v: list[KDConfig]) -> list[KDConfig]:
+        names = [k.name for k in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"KD method listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return v
+
+    @field_validator("external")
+    @classmethod
+    def _external_unique(cls, v: list[ExternalConfig]) -> list[ExternalConfig]:
+        names = [e.name for e in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"external cohort name used twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return v
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def kd_names(self) -> list[str]:
+        return [k.name for k in self.kd]
+
+    @property
+    def headline_kd(self) -> str | None:
+        """The KD method compared with `none` in the headline table (first non-`none`)."""
+        return next((k for k in self.kd_names if k != "none"), None)
+
+    def kd_config(self, name: str) -> KDConfig:
+        return next(k for k in self.kd if k.name == name)
+
+    def config_hash(self) -> str:
+        """SHA-256 of everything that shapes results (the study's name excluded)."""
+        d = self.model_dump(mode="json", exclude={"name"})
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def train_dict(self, role: Literal["teacher", "student"], repeat: int, kd: KDConfig | None = None) -> dict[str, Any]:
+        """The volkd.train.TrainConfig fields for one trial (seed = seed + repeat)."""
+        t = self.training
+        d: dict[str, Any] = {
+            "epochs": t.epochs, "patience": t.patience, "batch_size": t.batch_size, "lr": t.lr,
+            "optimizer": t.optimizer, "scheduler": t.scheduler, "monitor": t.monitor,
+            "seed": self.seed + repeat, **t.extra,
+        }
+        if role == "teacher":
+            d.update({k: v for k, v in self.teacher_training.model_dump().items() if v is not None})
+        if kd is not None:
+            d["w_kd"] = kd.w_kd
+        return d
+
+
+# ---------------------------------------------------------------------- loading
+def validate_config(data: Any, where: str = "study config") -> StudyConfig:
+    """Validate a mapping; raise :class:`ConfigError` naming the bad key and allowed values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys (name, dataset, split, ...), got {type(data).__name__}")
+    try:
+        cfg = StudyConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {describe_errors(e)}") from None
+    _check_train_extra(cfg, where)
+    _check_kd_params(cfg, where)
+    return cfg
+
+
+def _check_kd_params(cfg: StudyConfig, where: str) -> None:
+    """Build each KD loss once so a bad parameter is reported with its key."""
+    try:
+        from volkd.distill import get_kd_loss
+    except ImportError:
+        return
+    for i, kd in enumerate(cfg.kd):
+        try:
+            get_kd_loss(kd.name, **kd.params)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): {e}") from None
+
+
+def describe_errors(e: ValidationError) -> str:
+    """Readable summary of pydantic errors: 'key a.b: message' joined by '; '."""
+    msgs = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            allowed = f"; allowed keys here: {', '.join(parent.model_fields)}" if parent is not None else ""
+            msgs.append(f"unknown key '{loc}'{allowed}")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            msgs.append(f"key '{loc}': {msg} (got {err.get('input')!r})" if err["type"] != "missing" else f"key '{loc}': required but missing")
+    return "; ".join(msgs)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = StudyConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))
+        nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None and isinstance(ann, type) and issubclass(ann, BaseModel):
+            nxt = ann
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _check_train_extra(cfg: StudyConfig, where: str) -> None:
+    """Check ``training.extra`` against volkd.train.TrainConfig when it is importable."""
+    try:
+        from volkd.train.config import TrainConfig
+    except ImportError:  # training layer not installed: checked again when trials run
+        return
+    unknown = sorted(set(cfg.training.extra) - set(TrainConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) in 'training.extra': {unknown}; allowed: {', '.join(TrainConfig.model_fields)}")
+    try:
+        TrainConfig.model_validate(cfg.train_dict("student", 0))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{where}: key 'training.{loc}': {err['msg']}") from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study config not found; write one with `volkd init-config --out {path}`")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return validate_config(data if data is not None else {}, where=str(path))
+
+
+def load_profile(name: str) -> StudyConfig:
+    """The built-in profile ``quick`` or ``paper`` (packaged YAML files)."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; allowed: {', '.join(PROFILES)}")
+    text = resources.files("volkd").joinpath("configs", f"{name}.yaml").read_text()
+    return validate_config(yaml.safe_load(text), where=f"built-in profile {name!r}")
+
+
+# ---------------------------------------------------------------------- writing
+def annotated_yaml(cfg: StudyConfig, header: str | None = None) -> str:
+    """The config as YAML with a comment above every key (its description)."""
+    lines: list[str] = []
+    if header:
+        lines += [f"# {h}" if h else "#" for h in header.splitlines()] + [""]
+    _emit_model(cfg, lines, 0)
+    return "\n".join(lines) + "\n"
+
+
+def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True) -> None:
+    pad = " " * indent
+    for name, field in _ordered_fields(type(model)):
+        value = getattr(model, name)
+        if field.description:
+            lines.append(f"{pad}# {field.description}")
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            _emit_model(value, lines, indent + 2, top=False)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            lines.append(f"{pad}{name}:")
+            for key, f in _ordered_fields(type(value[0])):
+                if f.description:
+                    lines.append(f"{pad}#   {key}: {f.description}")
+            for item in value:
+                sub: list[str] = []
+                _emit_model(item, sub, 0, top=False)
+                first = True
+                for s in sub:
+                    if s.lstrip().startswith("#"):
+                        continue  # keys of list items are described once, above the list
+                    lines.append(f"{pad}  {'- ' if first else '  '}{s}")
+                    first = False
+        else:
+            lines.append(f"{pad}{name}: {_scalar(value)}")
+        if top:
+            lines.append("")
+
+
+def _ordered_fields(model: type[BaseModel]) -> list[tuple[str, Any]]:
+    """Fields in declaration order, ``name`` first (list items read better that way)."""
+    items = list(model.model_fields.items())
+    return sorted(items, key=lambda kv: kv[0] != "name")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip().removesuffix("\n...").strip()
+
+
+def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
+    """JSON-serialisable dict of the config."""
+    return cfg.model_dump(mode="json")
+
+
+def write_config(path: str | Path, profile: str = "quick", force: bool = False) -> Path:
+    """Write the annotated YAML of a built-in profile to ``path`` (refuses to overwrite unless ``force``)."""
+    from volkd.atomic import check_can_write, write_text
+
+    path = Path(path)
+    check_can_write(path, force)
+    cfg = load_profile(profile)
+    header = (f"volkd study config (from the built-in '{profile}' profile).\n"
+              "Edit the values, then run: volkd run " + str(path) + "\n"
+              "Every key is optional: a missing key takes the default shown by `volkd init-config`.")
+    write_text(path, annotated_yaml(cfg, header))
+    return path

@@ -1,0 +1,21 @@
+"""The headline table for the terminal (rich)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from volkd.experiment.aggregate import headline_display
+
+
+def headline_rich(table: pd.DataFrame) -> Table:
+    """A rich Table of the headline (projections, then the teacher and SBR rows)."""
+    disp = headline_display(table)
+    metric = table.attrs.get("metric", "f1_weighted")
+    t = Table(title=f"{metric.replace('_', ' ')} on test partitions (mean ± sd over repeats)", title_justify="left")
+    for i, col in enumerate(disp.columns):
+        t.add_column(str(col), justify="left" if i in (0, len(disp.columns) - 1) else "right")
+    n_proj = len(disp) - 2
+    for i, (_, row) in enumerate(disp.iterrows()):
+        t.add_row(*[str(v) for v in row], end_section=(i == n_proj - 1))
+    return t
