@@ -99,6 +99,36 @@ def test_mni_placement_matches_the_native_grid_when_it_is_the_mni_grid(tmp_path)
     np.testing.assert_allclose(cohort.volumes[0], vol[:16, :16, :16], atol=1e-4)
     assert cohort.scans["visit"].tolist() == [0, 0]
     assert any("no visit column" in n for n in summary.notes)
+    with pytest.raises(ScanImportError, match=r"l\.csv: no column 'Visit' \(set it with --visit-col\)"):
+        import_scans(src, tmp_path / "o2", labels_csv=tmp_path / "l.csv", target_grid=16, visit_column="Visit")
+
+
+def test_native_space_scan_is_refused_in_mni_space(tmp_path):
+    src = tmp_path / "s"
+    src.mkdir()
+    vol, aff = ras_volume()
+    aff[:3, 3] = [200.0, 200.0, 200.0]  # a scanner-space affine far from MNI
+    write_nifti(src / "far.nii", vol, aff)
+    write_nifti(src / "ok.nii", *mni_volume())
+    pd.DataFrame({"scan_id": ["far", "ok"], "subject_id": ["1", "2"], "label": ["a", "b"]}).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(ScanImportError, match=r"far\.nii: the scan covers 0% of the MNI field of view.*--space fov"):
+        import_scans(src, tmp_path / "o", labels_csv=tmp_path / "l.csv", target_grid=8)
+    cohort, _ = import_scans(src, tmp_path / "o", labels_csv=tmp_path / "l.csv", target_grid=8, space="fov")
+    assert len(cohort) == 2 and cohort.meta.affine is None  # different fields of view: per-scan voxel sizes
+    assert cohort.scans["voxel_x_mm"].tolist() == pytest.approx([12 * 2 / 8, 46 * 4 / 8])
+
+
+def test_npy_volumes_labelled_by_csv(tmp_path):
+    vols = np.random.default_rng(0).random((3, 6, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vols)
+    pd.DataFrame({"id": ["v_00000", "v_00002", "v_00009"], "subj": ["a", "b", "c"], "dx": ["x", "y", "x"]}).to_csv(tmp_path / "l.csv", index=False)
+    cohort, summary = import_scans(tmp_path / "v.npy", tmp_path / "o", labels_csv=tmp_path / "l.csv", id_column="id",
+                                   subject_column="subj", label_column="dx", target_grid=None)
+    assert list(cohort.scan_ids) == ["v_00000", "v_00002"] and cohort.meta.orientation == "unknown"
+    np.testing.assert_array_equal(cohort.volumes[1], vols[2])
+    assert [m["scan_id"] for m in summary.missing_files] == ["v_00009"]
+    assert summary.orphan_files == [f"{tmp_path / 'v.npy'}[1]"]
+    assert cohort.scans["source_path"].tolist() == [f"{tmp_path / 'v.npy'}[0]", f"{tmp_path / 'v.npy'}[2]"]
 
 
 def test_fov_space_with_crop_records_the_affine(tmp_path):

@@ -95,3 +95,14 @@ def test_crop_in_mni_space_and_unknown_space_are_config_errors():
         placement("mni", (8, 8, 8), crop=True)
     with pytest.raises(ConfigError, match="space 'talairach' unknown"):
         placement("talairach", (8, 8, 8), np.zeros((4, 4, 4)), np.eye(4))
+
+
+def test_coverage_of_the_target_box():
+    from volkd.data.resample import coverage
+
+    aff = mni_grid_affine((16, 16, 16))
+    assert coverage((16, 16, 16), aff, (16, 16, 16), aff) == pytest.approx(1.0)
+    shifted = aff.copy()
+    shifted[0, 3] += aff[0, 0] * 8  # half the grid to the right
+    assert coverage((16, 16, 16), shifted, (16, 16, 16), aff) == pytest.approx(0.5)
+    assert coverage((10, 10, 10), np.eye(4), (16, 16, 16), aff) < 0.01

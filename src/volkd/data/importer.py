@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
+from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import Cohort, CohortMeta
 from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem,
                                 read_arrays, read_scan)
-from volkd.data.resample import SPACES, resample_scan
+from volkd.data.resample import SPACES, coverage, resample_scan
 from volkd.errors import ConfigError, ScanImportError
 from volkd.provenance import provenance
 
@@ -34,6 +35,8 @@ REPORT_FILE, SKIPPED_FILE = "import_report.json", "skipped.csv"
 NEGATIVE_NAMES = {"control", "controls", "hc", "healthy", "normal", "negative", "0", "no", "false"}
 _MODALITY = {"NM": "spect", "SPECT": "spect", "PT": "pet", "PET": "pet", "MR": "mri", "MRI": "mri", "CT": "ct"}
 _EXTRA_COLUMNS = ("age", "sex", "site")
+#: An MNI-space scan must cover at least this fraction of the MNI field of view.
+MIN_MNI_COVERAGE = 0.5
 
 
 @dataclass
@@ -188,6 +191,8 @@ def _map_labels(raw: pd.Series, label_map: dict[str, str], excluded: Counter) ->
 def _visits(df: pd.DataFrame, subj: pd.Series, col: str | None, where: str, notes: list[str]) -> tuple[np.ndarray, pd.Series | None]:
     from volkd.data.ppmi import visit_numbers
 
+    if col is not None and col not in df.columns and col != "visit":
+        raise ScanImportError(f"{where}: no column {col!r} (set it with --visit-col); columns are {list(df.columns)}")
     if col is None or col not in df.columns:
         notes.append(f"no visit column {col!r} in {where}: visit = 0 for every scan")
         return np.zeros(len(df), dtype=np.int64), None
@@ -499,6 +504,12 @@ def _load_all(entries: list[ScanEntry], grid: tuple[int, int, int] | None, space
             if bad.any():
                 summary.nonfinite_zeroed[entry.scan_id] = int(bad.sum())
                 data = np.where(bad, 0.0, data).astype(np.float32)
+            if space == "mni":
+                covered = coverage(data.shape, affine, shape, mni_grid_affine(shape))
+                if covered < MIN_MNI_COVERAGE:
+                    raise ScanImportError(
+                        f"{entry.where}: the scan covers {covered:.0%} of the MNI field of view; it does not look "
+                        "spatially normalised to MNI space (check its affine, or import native-space scans with --space fov)")
             vol, where = resample_scan(data, affine, shape, space, crop, order)  # type: ignore[arg-type]
             if not np.isfinite(vol).all():
                 raise ScanImportError(f"{entry.where}: resampled volume has non-finite values")

@@ -69,6 +69,18 @@ def resample_to_grid(
     return out.astype(np.float32, copy=False)
 
 
+def coverage(src_shape: tuple[int, ...], src_affine: np.ndarray, dst_shape: tuple[int, ...], dst_affine: np.ndarray) -> float:
+    """Fraction of the target grid's world box covered by the scan's world box (axis-aligned boxes)."""
+    def box(shape: tuple[int, ...], aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in shape[:3]], indexing="ij")).reshape(3, -1)
+        world = aff[:3, :3] @ corners + aff[:3, 3:4]
+        return world.min(axis=1), world.max(axis=1)
+
+    (slo, shi), (dlo, dhi) = box(src_shape, np.asarray(src_affine, float)), box(dst_shape, np.asarray(dst_affine, float))
+    inter = np.clip(np.minimum(shi, dhi) - np.maximum(slo, dlo), 0, None)
+    return float(np.prod(inter) / np.prod(dhi - dlo))
+
+
 def brain_bbox(data: np.ndarray, threshold: float = 0.1, margin: int = 2) -> tuple[slice, slice, slice]:
     """Bounding box of voxels above ``threshold`` × the 99.5th percentile, plus ``margin`` voxels.
 
