@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_import import mni_volume
+from tests.test_import import MNI_2MM, mni_volume
 from tests.test_readers import write_dicom_series, write_nifti
 from volkd.cli import app
 from volkd.data.cohort import Cohort
@@ -38,7 +38,15 @@ def _image_folder(ppmi: Path, subject: str, date: str, image_id: str) -> Path:
     return ppmi / subject / DESCRIPTION.replace(" ", "_") / f"{y:04d}-{m:02d}-{d:02d}_10_30_00.0" / image_id
 
 
-def make_ppmi(root: Path, shape=(23, 28, 23)) -> tuple[Path, Path]:
+def _mni8(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A small scan spanning PPMI's MNI field of view at 8 mm."""
+    vol, _ = mni_volume(seed, (23, 28, 23))
+    aff = MNI_2MM.copy()
+    aff[:3, :3] *= 4
+    return vol, aff
+
+
+def make_ppmi(root: Path) -> tuple[Path, Path]:
     """Write a PPMI download replica (DICOM and NIfTI images) and its collection CSV."""
     ppmi = root / "PPMI"
     records = []
@@ -49,7 +57,7 @@ def make_ppmi(root: Path, shape=(23, 28, 23)) -> tuple[Path, Path]:
         if seed is None:
             continue
         folder = _image_folder(ppmi, subj, date, iid)
-        vol, aff = mni_volume(seed, shape)
+        vol, aff = _mni8(seed)
         if fmt == "DCM":
             write_dicom_series(folder, vol, aff)
         else:
@@ -57,7 +65,7 @@ def make_ppmi(root: Path, shape=(23, 28, 23)) -> tuple[Path, Path]:
             write_nifti(folder / f"PPMI_{subj}_NM_{DESCRIPTION.replace(' ', '_')}_S1_{iid}.nii", vol, aff)
     orphan = _image_folder(ppmi, "3006", "7/7/2011", "I100099")  # downloaded, but not in the CSV
     orphan.mkdir(parents=True)
-    write_nifti(orphan / "x.nii.gz", *mni_volume(5, shape))
+    write_nifti(orphan / "x.nii.gz", *_mni8(5))
     csv = root / "collection.csv"
     pd.DataFrame(records, columns=COLUMNS).to_csv(csv, index=False)
     return ppmi, csv

@@ -443,6 +443,8 @@ def import_scans(
     space = space or ("fov" if is_arrays else "mni")
     if space not in SPACES:
         raise ConfigError(f"--space {space!r} unknown; choose one of {list(SPACES)}")
+    if crop and space == "mni":
+        raise ConfigError("--crop applies to --space fov only: in MNI space the grid is the fixed MNI field of view")
     if is_arrays and space == "mni":
         raise ConfigError("--space mni needs scans with an affine (NIfTI/DICOM); NPZ/NPY arrays are resampled with --space fov")
     if not entries:
