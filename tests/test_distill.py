@@ -250,6 +250,20 @@ def test_rkd_matches_loops(batch) -> None:
 
 # ---------- invariances, dimensions, tiny batches, degenerate inputs ----------
 
+def test_rkd_with_duplicate_scans_matches_loops(batch) -> None:
+    fs, ft, zs, zt = batch
+    fs, ft = fs.copy(), ft.copy()
+    fs[3], ft[1] = fs[0], ft[4]  # coincident points: their difference vectors are degenerate (cos = 0)
+    dist, angle = np_rkd(fs, ft)
+    _, parts = get_kd_loss("rkd")(_t(fs), _t(zs), _t(ft), _t(zt))
+    assert parts["distance"] == pytest.approx(dist, rel=1e-9)
+    assert parts["angle"] == pytest.approx(angle, rel=1e-9)
+    # float32 path agrees with the float64 reference
+    _, parts32 = get_kd_loss("rkd")(torch.tensor(fs, dtype=torch.float32), torch.tensor(zs), torch.tensor(ft, dtype=torch.float32), torch.tensor(zt))
+    assert parts32["angle"] == pytest.approx(angle, rel=1e-5)
+    assert parts32["distance"] == pytest.approx(dist, rel=1e-4)
+
+
 def test_dimension_mismatch_512_vs_1536() -> None:
     torch.manual_seed(0)
     fs, ft = torch.randn(8, 1536, requires_grad=True), torch.randn(8, 512)

@@ -32,9 +32,16 @@ def _check_batch(x: torch.Tensor, what: str = "embeddings") -> torch.Tensor:
 
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances (B×B), exact zeros on the diagonal, safe gradients."""
-    diff = x.unsqueeze(1) - x.unsqueeze(0)
-    return (diff * diff).sum(-1)
+    """Pairwise squared Euclidean distances (B×B), exact zeros on the diagonal, safe gradients.
+
+    Computed from the Gram matrix of the batch-centred rows (O(B²D), no B×B×D tensor); centring
+    removes the common component, so near-identical rows lose no precision (identical → exact 0).
+    """
+    xc = x - x.mean(dim=0, keepdim=True)
+    g = xc @ xc.t()
+    n = torch.diagonal(g)
+    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    return (n.unsqueeze(0) + n.unsqueeze(1) - 2 * g).clamp_min(0.0).masked_fill(eye, 0.0)
 
 
 def safe_distances(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -106,12 +113,26 @@ def graph_affinity(x: torch.Tensor, kind: str = "cosine", k: int = 5, order: int
     return a / a.max().clamp_min(eps)
 
 
+def teacher_graph(ft: torch.Tensor, kind: str = "cosine", **kw: float) -> torch.Tensor:
+    """``G(f_t)`` without autograd (the teacher is frozen)."""
+    with torch.no_grad():
+        return graph_affinity(ft.detach(), kind, **kw)
+
+
+def graph_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``mean((a − b)²)`` over all B×B entries."""
+    return ((a - b) ** 2).mean()
+
+
+def identity_mse(g: torch.Tensor) -> torch.Tensor:
+    """``mean((g − I)²)``."""
+    return graph_mse(g, torch.eye(g.shape[0], dtype=g.dtype, device=g.device))
+
+
 def feature_graph_loss(fs: torch.Tensor, ft: torch.Tensor, kind: str = "cosine", **kw: float) -> torch.Tensor:
     """``L_fg = mean((G(f_s) − G(f_t))²)``; the teacher graph is detached (teacher frozen)."""
     _check_same_batch(fs, ft)
-    with torch.no_grad():
-        gt = graph_affinity(ft.detach(), kind, **kw)
-    return ((graph_affinity(fs, kind, **kw) - gt) ** 2).mean()
+    return graph_mse(graph_affinity(fs, kind, **kw), teacher_graph(ft, kind, **kw))
 
 
 def logit_graph_loss(zs: torch.Tensor, zt: torch.Tensor, temperature: float = 5.0, kind: str = "cosine",
@@ -122,8 +143,7 @@ def logit_graph_loss(zs: torch.Tensor, zt: torch.Tensor, temperature: float = 5.
 
 def metric_loss(fs: torch.Tensor, kind: str = "cosine", **kw: float) -> torch.Tensor:
     """``L_metric = mean((G(f_s) − I)²)``: pushes different scans of the batch apart."""
-    g = graph_affinity(fs, kind, **kw)
-    return ((g - torch.eye(g.shape[0], dtype=g.dtype, device=g.device)) ** 2).mean()
+    return identity_mse(graph_affinity(fs, kind, **kw))
 
 
 def _check_same_batch(s: torch.Tensor, t: torch.Tensor) -> None:
