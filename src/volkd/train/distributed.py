@@ -111,7 +111,7 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, device: str = "cpu") ->
 
 def main(argv: list[str] | None = None) -> None:
     """``torchrun ... -m volkd.train.distributed <volkd train command> [options]``."""
-    init_from_env("cuda" if os.environ.get("VOLKD_DEVICE", "cpu").startswith("cuda") else "cpu")
+    init_from_env("cpu")  # the CLI trains on CPU (gloo); GPU DDP: the Python API with config.device="cuda:<local rank>"
     from volkd.cli import main as cli_main
 
     sys.argv = ["volkd", *(sys.argv[1:] if argv is None else argv)]
