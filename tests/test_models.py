@@ -127,8 +127,10 @@ def test_bad_spec_raises_config_error(fields: dict, message: str) -> None:
     with pytest.raises(ConfigError, match="invalid model spec") as info:
         ModelSpec(**fields)
     assert message in str(info.value)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="invalid model spec"):
         ModelSpec.from_dict(fields)
+    with pytest.raises(ConfigError, match="invalid model spec"):
+        ModelSpec.model_validate(fields)
 
 
 def test_wrong_input_channels_raise_config_error() -> None:

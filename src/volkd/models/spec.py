@@ -33,9 +33,12 @@ class ModelSpec(BaseModel):
     stem_kernel: int = 7
     width: int | None = None
 
-    def __init__(self, **data: Any) -> None:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_config_error(cls, data: Any, handler: Any) -> "ModelSpec":
+        """Turn pydantic's ValidationError into a one-line ConfigError (constructor and model_validate)."""
         try:
-            super().__init__(**data)
+            return handler(data)
         except ValidationError as exc:
             raise ConfigError(f"invalid model spec: {_describe(exc)}") from None
 
@@ -53,7 +56,14 @@ class ModelSpec(BaseModel):
             raise ValueError(f"spatial_dims must be 2 or 3, got {v}")
         return v
 
-    @field_validator("in_channels", "n_views", "stem_stride", "stem_kernel")
+    @field_validator("stem_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v < 1 or v % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd and ≥ 1 (same padding), got {v}")
+        return v
+
+    @field_validator("in_channels", "n_views", "stem_stride")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
@@ -73,12 +83,6 @@ class ModelSpec(BaseModel):
         if v is not None and v < 4:
             raise ValueError(f"must be ≥ 4 channels (or null for the arch default), got {v}")
         return v
-
-    @model_validator(mode="after")
-    def _stem_kernel_odd(self) -> "ModelSpec":
-        if self.stem_kernel % 2 == 0:
-            raise ValueError(f"stem_kernel must be odd (same padding), got {self.stem_kernel}")
-        return self
 
     @property
     def base_width(self) -> int:
