@@ -202,6 +202,31 @@ def test_labels_csv_errors_name_the_column_or_label(tmp_path):
     with pytest.raises(ScanImportError, match="need labels: pass --labels"):
         import_scans(src, tmp_path / "o")
     assert order_classes(["PD", "control", "SWEDD"]) == ["control", "PD", "SWEDD"]
+    df = pd.read_csv(tmp_path / "labels.csv", dtype=str)
+    df.loc[2, "Dx"] = ""
+    df.to_csv(tmp_path / "blank.csv", index=False)
+    with pytest.raises(ScanImportError, match=r"blank\.csv: empty 'Dx' in row 4"):
+        import_scans(src, tmp_path / "o", labels_csv=tmp_path / "blank.csv", **CSV_KW)
+    df.loc[2, "Dx"] = "PD"
+    df.loc[3, "Image ID"] = "A1"
+    df.to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(ScanImportError, match=r"dup\.csv: duplicate 'Image ID' value\(s\) \['A1'\]"):
+        import_scans(src, tmp_path / "o", labels_csv=tmp_path / "dup.csv", **CSV_KW)
+
+
+def test_cli_error_is_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    from volkd.cli import main
+
+    src = make_nifti_study(tmp_path)
+    (src / "B1.nii").write_bytes(b"\x00" * 100)
+    monkeypatch.setattr("sys.argv", ["volkd", "import", str(src), "--out", str(tmp_path / "c"), "--labels",
+                                     str(tmp_path / "labels.csv"), "--id-col", "Image ID", "--subject-col", "Subject ID",
+                                     "--visit-col", "Visit", "--label-col", "Dx", "--grid", "8"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "B1.nii: unreadable NIfTI" in err and "Traceback" not in err
 
 
 def test_medmnist_import_keeps_split_and_labels(tmp_path, medmnist28):

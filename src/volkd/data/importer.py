@@ -54,6 +54,7 @@ class ScanEntry:
 
     @property
     def where(self) -> str:
+        """The scan's file/folder (or ``array.npz[index]``), for messages and ``source_path``."""
         return str(self.path if self.path is not None else f"{self.array[0].source}[{self.array[1]}]")  # type: ignore[index]
 
 
@@ -79,6 +80,7 @@ class ImportSummary:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (what ``import_report.json`` holds)."""
         return asdict(self)
 
     def lines(self) -> list[str]:
@@ -245,8 +247,10 @@ def plan_from_csv(found: dict[str, Path], labels_csv: str | Path, id_column: str
     for col in df.columns:
         df[col] = df[col].str.strip()
     ids = df[id_column]
-    if (ids == "").any():
-        raise ScanImportError(f"{labels_csv}: empty {id_column!r} in row {int(np.flatnonzero(ids == '')[0]) + 2}")
+    for col in (id_column, subject_column, label_column):
+        if (df[col] == "").any():
+            raise ScanImportError(f"{labels_csv}: empty {col!r} in row {int(np.flatnonzero(df[col] == '')[0]) + 2}; "
+                                  "fill it in or drop the row")
     dup = ids[ids.duplicated()]
     if len(dup):
         raise ScanImportError(f"{labels_csv}: duplicate {id_column!r} value(s) {sorted(set(dup))[:5]}; each scan needs one row")

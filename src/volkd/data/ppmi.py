@@ -58,6 +58,10 @@ def read_collection(csv: str | Path) -> pd.DataFrame:
                               f"(has {list(df.columns)})")
     for col in df.columns:
         df[col] = df[col].str.strip()
+    for col in ("Image Data ID", "Subject", "Group"):
+        if (df[col] == "").any():
+            row = int(np.flatnonzero(df[col] == "")[0]) + 2
+            raise ScanImportError(f"{csv}: empty {col!r} in row {row}; fill it in or drop the row")
     dup = df["Image Data ID"][df["Image Data ID"].duplicated()]
     if len(dup):
         raise ScanImportError(f"{csv}: duplicate Image Data ID(s) {sorted(set(dup))[:5]}; each image needs one row")

@@ -29,6 +29,7 @@ class Placement:
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the three grid axes."""
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
