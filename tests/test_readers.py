@@ -113,8 +113,8 @@ def write_dicom_series(folder: Path, vol: np.ndarray, aff: np.ndarray, layout: s
 
 
 def write_dicom_multiframe(path: Path, vol: np.ndarray, aff: np.ndarray, layout: str = "LPS", per_frame: bool = True,
-                           slope: float = 0.5, intercept: float = -10.0) -> Path:
-    """Write a RAS image as one multi-frame DICOM file (functional groups, or top-level geometry)."""
+                           slope: float = 0.5, intercept: float = -10.0, nm: bool = False) -> Path:
+    """Write a RAS image as one multi-frame DICOM file (functional groups, top-level or NM detector geometry)."""
     data, lps = dicom_geometry(vol, aff, layout)
     sp = np.linalg.norm(lps[:3, :3], axis=0)
     r, c = lps[:3, 0] / sp[0], lps[:3, 1] / sp[1]
@@ -141,6 +141,14 @@ def write_dicom_multiframe(path: Path, vol: np.ndarray, aff: np.ndarray, layout:
         # store frames in reverse order: the reader must sort them by position
         ds.PerFrameFunctionalGroupsSequence = items[::-1]
         frames = frames[::-1]
+    elif nm:  # NM tomography: geometry in the DetectorInformationSequence
+        det = Dataset()
+        det.ImageOrientationPatient = iop
+        det.ImagePositionPatient = [float(x) for x in lps[:3, 3]]
+        ds.DetectorInformationSequence = [det]
+        ds.PixelSpacing = [float(sp[1]), float(sp[0])]
+        ds.SpacingBetweenSlices = float(sp[2])
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     else:
         ds.ImageOrientationPatient = iop
         ds.ImagePositionPatient = [float(x) for x in lps[:3, 3]]
@@ -216,10 +224,10 @@ def test_dicom_series_without_extension_and_per_slice_rescale(tmp_path):
     np.testing.assert_array_equal(read_scan(tmp_path / "s").data, vol)
 
 
-@pytest.mark.parametrize("per_frame", [True, False])
-def test_multiframe_dicom(tmp_path, per_frame):
+@pytest.mark.parametrize("per_frame,nm,layout", [(True, False, "LPS"), (False, False, "permuted"), (False, True, "LPS")])
+def test_multiframe_dicom(tmp_path, per_frame, nm, layout):
     vol, aff = ras_volume()
-    f = write_dicom_multiframe(tmp_path / "mf.dcm", vol, aff, per_frame=per_frame)
+    f = write_dicom_multiframe(tmp_path / "mf.dcm", vol, aff, layout=layout, per_frame=per_frame, nm=nm)
     img = read_scan(f)
     np.testing.assert_array_equal(img.data, vol)
     np.testing.assert_allclose(img.affine, aff, atol=1e-6)
