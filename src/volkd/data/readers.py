@@ -324,7 +324,7 @@ def read_arrays(path: str | Path) -> ArraySet:
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)  # read lazily, volume by volume
             return _array_set(arr, None, None, path)
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
