@@ -58,4 +58,4 @@ def import_cmd(
     )
     for line in result.summary.lines():
         console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"cohort written to {out} (report: {out / REPORT_FILE})", highlight=False)
+    console.print(f"cohort written to {out} (report: {out / REPORT_FILE})", highlight=False, soft_wrap=True)
