@@ -149,7 +149,7 @@ def write_relation_graphs(cfg: StudyConfig, store: StudyStore, cohort: Cohort, s
             else:
                 mse = float(((g - g_teacher) ** 2).mean()) if g_teacher is not None else float("nan")
                 label = "no KD" if t.kd == "none" else f"KD {t.kd}"
-                graphs[f"{proj} {label} (MSE to teacher {mse:.4f})"] = g.numpy()
+                graphs[f"{proj}, {label} | MSE to teacher {mse:.4f}"] = g.numpy()
         path = store.root / "graphs.npz"
         with atomic_file(path, mode="wb") as fh:
             np.savez(fh, labels=cohort.y[idx], repeat=np.int64(r), **graphs)

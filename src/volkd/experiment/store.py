@@ -64,11 +64,10 @@ class StudyStore:
         if new:
             root = next_free_path(root)
         store = cls(root)
-        stored = store.stored_hash()
         if force and root.exists():
             store.clear()
-            stored = None
-        if stored is None and root.exists() and any(root.iterdir()) and not (root / TRIALS_DIR).exists():
+        stored = store.stored_hash()
+        if not force and stored is None and root.exists() and any(root.iterdir()) and not (root / TRIALS_DIR).exists():
             raise ConfigError(
                 f"{root}: exists and is not a volkd study folder; choose another --out, or pass --force to use it anyway"
             )

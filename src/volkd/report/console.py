@@ -14,7 +14,8 @@ def headline_rich(table: pd.DataFrame) -> Table:
     metric = table.attrs.get("metric", "f1_weighted")
     t = Table(title=f"{metric.replace('_', ' ')} on test partitions (mean ± sd over repeats)", title_justify="left")
     for i, col in enumerate(disp.columns):
-        t.add_column(str(col), justify="left" if i in (0, len(disp.columns) - 1) else "right")
+        t.add_column(str(col), justify="left" if i in (0, len(disp.columns) - 1) else "right",
+                     no_wrap=i < len(disp.columns) - 1, overflow="fold")
     n_proj = len(disp) - 2
     for i, (_, row) in enumerate(disp.iterrows()):
         t.add_row(*[str(v) for v in row], end_section=(i == n_proj - 1))

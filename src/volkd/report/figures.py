@@ -165,7 +165,7 @@ def relation_graphs(graphs: dict[str, np.ndarray], labels: np.ndarray, path: Pat
         im = ax.imshow(g, cmap="viridis", vmin=min(0.0, float(g.min())), vmax=1.0)
         ax.axhline(boundary - 0.5, color="w", lw=0.8)
         ax.axvline(boundary - 0.5, color="w", lw=0.8)
-        ax.set_title(n, fontsize=9)
+        ax.set_title(n.replace(" | ", "\n"), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)

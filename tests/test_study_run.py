@@ -1,0 +1,104 @@
+"""The runner on a tiny real study: resume skips finished trials (training calls counted),
+a failing trial is recorded and retried, the teacher is trained once per repeat and shared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import volkd.experiment.runner as runner
+from volkd.experiment.config import validate_config
+
+
+def tiny(**kw):
+    base = {
+        "name": "tiny", "dataset": {"n_subjects": 16, "grid": 16, "options": {"visits": 1}},
+        "split": {"repeats": 1}, "teacher": {"width": 4}, "student": {"width": 4},
+        "projections": ["mip"], "kd": [{"name": "none"}, {"name": "graph"}],
+        "training": {"epochs": 1, "patience": 1, "batch_size": 8},
+        "report": {"latency_runs": 1, "graph_batch": 4, "gallery_scans": 1},
+    }
+    base.update(kw)
+    return validate_config(base)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = {"teacher": 0, "student": [], "fail": set()}
+    real_t, real_s = runner.train_teacher, runner.train_student
+
+    def teacher(*a, **k):
+        calls["teacher"] += 1
+        return real_t(*a, **k)
+
+    def student(cohort, split, projection, model_spec, kd, teacher_ckpt, *a, **k):
+        calls["student"].append((kd["name"], str(teacher_ckpt) if teacher_ckpt else None))
+        if kd["name"] in calls["fail"]:
+            raise RuntimeError("simulated crash in training")
+        return real_s(cohort, split, projection, model_spec, kd, teacher_ckpt, *a, **k)
+
+    monkeypatch.setattr(runner, "train_teacher", teacher)
+    monkeypatch.setattr(runner, "train_student", student)
+    return calls
+
+
+@pytest.mark.slow
+def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
+    cfg = tiny()
+    out = tmp_path / "study"
+    counted["fail"] = {"graph"}
+    first = runner.run_study(cfg, out, progress=False)
+    assert (first.n_trials, first.n_run, first.n_failed) == (4, 4, 1)
+    assert counted["teacher"] == 1
+    # the KD student got the repeat's teacher checkpoint; the no-KD student none
+    assert sorted(counted["student"]) == [("graph", str(out / "models" / "r00-teacher" / "best.pt")), ("none", None)]
+    rec = json.loads((out / "trials" / "r00-student-mip-graph.json").read_text())
+    assert rec["status"] == "failed" and rec["error"] == "RuntimeError: simulated crash in training" and rec["traceback"]
+    md = (out / "report.md").read_text()
+    assert "r00-student-mip-graph" in md.split("## Failures")[1]
+    ok = json.loads((out / "trials" / "r00-teacher.json").read_text())
+    assert ok["status"] == "ok" and set(ok["external"]) == set() and ok["train"]["epochs_run"] == 1
+    assert 0.0 <= ok["metrics"]["f1_weighted"] <= 1.0
+
+    # rerun: only the failed trial runs again (finished trials are skipped, teacher reused)
+    counted["fail"] = set()
+    counted["student"].clear()
+    second = runner.run_study(cfg, out, progress=False)
+    assert (second.n_run, second.n_skipped, second.n_failed) == (1, 3, 0)
+    assert counted["teacher"] == 1 and [c[0] for c in counted["student"]] == ["graph"]
+
+    # a third run trains nothing at all
+    third = runner.run_study(cfg, out, progress=False)
+    assert third.n_run == 0 and counted["teacher"] == 1 and len(counted["student"]) == 1
+    assert list(third.headline["method"]) == ["mip", "3D teacher", "SBR + logistic regression"]
+
+    # a changed config refuses to mix; --new starts next to it
+    from volkd.errors import ConfigError
+
+    changed = tiny(training={"epochs": 2, "patience": 1, "batch_size": 8})
+    with pytest.raises(ConfigError, match="different study config"):
+        runner.run_study(changed, out, progress=False)
+    assert counted["teacher"] == 1
+
+
+def test_apply_sbr_model_matches_sklearn() -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
+    m = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    info = {"scaler_mean": m[0].mean_.tolist(), "scaler_scale": m[0].scale_.tolist(),
+            "coef": m[-1].coef_.tolist(), "intercept": m[-1].intercept_.tolist()}
+    np.testing.assert_allclose(runner.apply_sbr_model(info, x), m.predict_proba(x), rtol=1e-10)
+
+
+def test_kd_spec_passes_temperature_only_where_accepted() -> None:
+    cfg = validate_config({"kd": [{"name": "none"}, {"name": "graph", "temperature": 3, "params": {"affinity": "rbf"}},
+                                  {"name": "sp"}]})
+    assert runner.kd_spec(cfg.kd_config("none")) == {"name": "none"}
+    assert runner.kd_spec(cfg.kd_config("graph")) == {"name": "graph", "affinity": "rbf", "temperature": 3.0}
+    assert runner.kd_spec(cfg.kd_config("sp")) == {"name": "sp"}

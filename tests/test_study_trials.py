@@ -1,0 +1,38 @@
+"""Trial planning: counts, IDs, order."""
+
+from __future__ import annotations
+
+from volkd.experiment.config import load_profile, validate_config
+from volkd.experiment.trials import Trial, method_order, plan_trials
+
+
+def test_plan_counts_and_order() -> None:
+    cfg = validate_config({"projections": ["slices", "mip", "fuseme"], "kd": [{"name": "none"}, {"name": "graph"}, {"name": "hinton"}],
+                           "split": {"repeats": 4}})
+    trials = plan_trials(cfg)
+    assert len(trials) == 4 * (2 + 3 * 3)
+    assert len({t.trial_id for t in trials}) == len(trials)
+    per_repeat = [t for t in trials if t.repeat == 1]
+    assert [t.kind for t in per_repeat[:2]] == ["sbr", "teacher"]
+    assert per_repeat[2].trial_id == "r01-student-slices-none"
+    assert per_repeat[-1].method == "fuseme+hinton"
+    assert [t.repeat for t in trials] == sorted(t.repeat for t in trials)
+
+
+def test_plan_with_fewer_splits_than_repeats() -> None:
+    cfg = load_profile("quick")
+    assert len(plan_trials(cfg)) == cfg.split.repeats * (2 + len(cfg.projections) * len(cfg.kd_names))
+    assert len(plan_trials(cfg, n_repeats=1)) == 2 + len(cfg.projections) * 2
+
+
+def test_trial_ids_and_methods() -> None:
+    assert Trial(3, "teacher").trial_id == "r03-teacher"
+    assert Trial(0, "sbr").method == "sbr"
+    s = Trial(12, "student", "fuseme", "graph")
+    assert (s.trial_id, s.method) == ("r12-student-fuseme-graph", "fuseme+graph")
+    assert s.cost < Trial(0, "teacher").cost
+
+
+def test_method_order() -> None:
+    cfg = validate_config({"projections": ["mip", "early"], "kd": [{"name": "none"}, {"name": "graph"}]})
+    assert method_order(cfg) == ["teacher", "sbr", "mip+none", "mip+graph", "early+none", "early+graph"]
