@@ -145,24 +145,44 @@ def quantize_uint8(block: np.ndarray) -> np.ndarray:
     return q.astype(np.uint8)
 
 
-def slice_entropies(q: np.ndarray, axis: int) -> np.ndarray:
-    """Shannon entropy (bits) of each slice's grey-level histogram: (n, T) float64.
+def _xlogx_table(n: int) -> np.ndarray:
+    c = np.arange(n + 1, dtype=np.float64)
+    return c * np.log2(np.maximum(c, 1.0))
 
-    One ``np.bincount`` over the whole batch: each voxel's bin is offset by
-    ``(volume·T + slice)·256``, so all histograms are counted in a single pass.
+
+def slice_entropies(block: np.ndarray, axis: int) -> np.ndarray:
+    """Shannon entropy (bits) of each slice's 8-bit grey-level histogram: (n, T) float64.
+
+    Same quantisation as :func:`quantize_uint8`. Per volume, one ``np.bincount`` counts
+    every slice's histogram at once: a voxel of slice t and level k goes to bin t·257 + k
+    (level 256, reached only by the volume maximum, is then merged into 255). Buffers are
+    reused across volumes; H_t = log2 P − Σ_k c_k log2 c_k / P from a c·log2 c table.
     """
-    n, shape = q.shape[0], q.shape[1:]
+    n, shape = block.shape[0], tuple(block.shape[1:])
     t = shape[axis]
-    offs_shape = [1, 1, 1, 1]
-    offs_shape[0], offs_shape[axis + 1] = n, t
-    offsets = (np.arange(n * t, dtype=np.int64) * N_LEVELS).reshape(offs_shape)
-    idx = q.astype(np.int64)
-    idx += offsets
-    counts = np.bincount(idx.ravel(), minlength=n * t * N_LEVELS).reshape(n, t, N_LEVELS)
-    p = counts / float(np.prod(shape, dtype=np.int64) // t)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logp = np.where(p > 0, np.log2(np.where(p > 0, p, 1.0)), 0.0)
-    return -(p * logp).sum(axis=2)
+    pixels = int(np.prod(shape, dtype=np.int64)) // t
+    stride = N_LEVELS + 1
+    key_dtype = np.uint16 if t * stride <= np.iinfo(np.uint16).max else np.intp
+    off_shape = [1, 1, 1]
+    off_shape[axis] = t
+    offsets = (np.arange(t, dtype=np.int64) * stride).astype(key_dtype).reshape(off_shape)
+    x = np.empty(shape, dtype=np.float32)
+    keys = np.empty(shape, dtype=key_dtype)
+    xlogx = _xlogx_table(pixels)
+    out = np.empty((n, t), dtype=np.float64)
+    for i in range(n):
+        v = np.asarray(block[i], dtype=np.float32)
+        lo, hi = v.min(), v.max()
+        span = hi - lo
+        scale = np.float32(N_LEVELS) / span if span > 0 else np.float32(0)
+        np.subtract(v, lo, out=x)
+        x *= scale
+        np.copyto(keys, x, casting="unsafe")  # truncation = floor, as x ≥ 0
+        keys += offsets
+        counts = np.bincount(keys.ravel(), minlength=t * stride).reshape(t, stride)
+        counts[:, N_LEVELS - 1] += counts[:, N_LEVELS]
+        out[i] = np.log2(pixels) - xlogx[counts[:, :N_LEVELS]].sum(axis=1) / pixels
+    return np.maximum(out, 0.0)
 
 
 @register("entropy", needs_reference=False, doc="mean of slices weighted by each slice's Shannon entropy")
@@ -172,7 +192,7 @@ def entropy_image(block: np.ndarray, axis: int, **_: object) -> np.ndarray:
     When every slice has zero entropy (a constant volume) the plain mean is returned.
     """
     b = _f32(block)
-    h = slice_entropies(quantize_uint8(b), axis)
+    h = slice_entropies(b, axis)
     total = h.sum(axis=1, keepdims=True)
     w = np.where(total > 0, h / np.where(total > 0, total, 1.0), 1.0 / h.shape[1])
     return _chan(weighted_sum(b, w, axis))
