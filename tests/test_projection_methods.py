@@ -167,3 +167,25 @@ def test_display_orientation() -> None:
     assert sagittal.shape == (12, 10)
     assert np.argwhere(sagittal == 1).tolist() == [[12 - 1 - 3, 8]]  # anterior on the right
     np.testing.assert_array_equal(unorient(orient(vol[0])), vol[0])
+
+
+def test_entropy_with_many_slices_uses_wide_keys() -> None:
+    """T·257 > 65535 slices' bins no longer fit uint16 keys: the intp path must agree with the loop."""
+    vols = _vols(n=2, seed=9, grid=(3, 4, 300))
+    got = unorient(project(vols, ProjectionSpec(method="entropy", views=["axial"])))
+    want = np.stack([ref_entropy(v, 2)[None] for v in vols])
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_slice_entropies_match_quantised_histograms() -> None:
+    from volkd.projection.methods import slice_entropies
+
+    vols = _vols(n=2, seed=4)
+    q = quantize_uint8(vols)
+    for axis in range(3):
+        h = slice_entropies(vols, axis)
+        for n in range(2):
+            for t in range(vols.shape[axis + 1]):
+                counts = np.bincount(np.take(q[n], t, axis=axis).ravel(), minlength=256)
+                p = counts[counts > 0] / counts.sum()
+                assert h[n, t] == pytest.approx(-(p * np.log2(p)).sum(), abs=1e-9)

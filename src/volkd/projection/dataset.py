@@ -83,7 +83,10 @@ def write_method_gallery(
     cohort: Cohort, out_dir: str | Path, views: list[str], *, epsilon: int = 1, force: bool = False, per_class: int = 2, **fields: Any
 ) -> Path:
     """Write ``gallery.png`` of every method on ``views`` (+ the resolved specs) atomically to ``out_dir``."""
-    specs = [resolve_reference(s, cohort) for s in all_method_specs(views, epsilon, **fields)]
+    specs = all_method_specs(views, epsilon, **fields)
+    ref = resolve_reference(next(s for s in specs if s.method == "slices"), cohort)  # the mean image once, ε-clamped
+    shared = {k: getattr(ref, k) for k in ("ref_index", "grid_shape", "ref_source", "crop_box")}
+    specs = [s.replace(**shared) for s in specs]
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, force=force) as tmp:
         (tmp / GALLERY_FILE).write_bytes(render_gallery(cohort, specs, per_class))
