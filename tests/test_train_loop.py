@@ -207,3 +207,17 @@ def test_config_errors_name_the_field():
         TrainConfig.from_dict({"optimizer": "sgd"})
     with pytest.raises(ConfigError, match="field 'augment.rotate_deg'"):
         TrainConfig.from_dict({"augment": {"rotate_deg": 90}})
+
+
+def test_tensorboard_optional(tmp_path):
+    """TensorBoard logging is skipped with a warning when the package is missing."""
+    cfg = TrainConfig(epochs=1, batch_size=8, tensorboard=True, progress=False)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.warns(UserWarning, match="tensorboard is not installed"):
+            res = _loop(tmp_path, cfg).run()
+        assert len(res.history) == 1 and not (tmp_path / "tensorboard").exists()
+    else:
+        _loop(tmp_path, cfg).run()
+        assert any((tmp_path / "tensorboard").iterdir())

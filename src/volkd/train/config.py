@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     save_test_predictions: bool = True
     teacher_cache_dir: str | None = Field(None, description="share teacher caches across runs (keyed by teacher hash + cohort)")
     progress: bool = True
+    tensorboard: bool = Field(False, description="also log scalars to <out>/tensorboard (skipped if tensorboard is not installed)")
 
     @property
     def monitor_mode(self) -> str:

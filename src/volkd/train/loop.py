@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ KDFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[
 BEST, LAST = "best.pt", "last.pt"
 HISTORY_JSONL, HISTORY_CSV = "history.jsonl", "history.csv"
 #: config fields that may change between an interrupted run and its resumption
-RESUMABLE_CHANGES = ("progress", "device", "num_workers", "eval_batch_size", "teacher_cache_dir")
+RESUMABLE_CHANGES = ("progress", "device", "num_workers", "eval_batch_size", "teacher_cache_dir", "tensorboard")
 
 
 @dataclass
@@ -135,7 +136,7 @@ class Loop:
             if resume and last.is_file():
                 start, history = self._restore(last, opt, sched, stopper)
             net = wrap_model(self.model, self.ctx, c.device)
-            epoch = start - 1
+            tb = _tensorboard(self.out_dir, c.tensorboard and self.ctx.is_main)
             for epoch in range(start, c.epochs):
                 if stopper.stopped:
                     break
@@ -158,8 +159,14 @@ class Loop:
                     save_checkpoint(last, {**self._payload(epoch, metrics), "train_state": state})
                     write_history(self.out_dir, history)
                     _echo_epoch(row, c)
+                    if tb is not None:
+                        for k, v in metrics.items():
+                            tb.add_scalar(k, v, epoch)
+                        tb.flush()
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, row)
+            if tb is not None:
+                tb.close()
         best_path = self.out_dir / BEST
         if stopper.best_epoch < 0:
             raise ConfigError(f"{self.out_dir}: the monitored metric '{c.monitor}' was never defined (NaN every epoch); choose --monitor val_loss")
@@ -308,8 +315,24 @@ def _set_rng_state(st: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
+def _tensorboard(out_dir: Path, on: bool) -> Any:
+    """A SummaryWriter under ``out_dir/tensorboard``, or None (off, or tensorboard not installed)."""
+    if not on:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        import warnings
+
+        warnings.warn("tensorboard is not installed: skipping TensorBoard logging (history.jsonl/csv are written)", stacklevel=2)
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
 @contextlib.contextmanager
 def _deterministic(on: bool) -> Iterator[None]:
+    if on:  # cuBLAS needs this for deterministic matmuls on CUDA; harmless on CPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     prev = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(on)
     try:
