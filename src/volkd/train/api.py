@@ -118,7 +118,9 @@ def _meta(kind: str, cohort: Cohort, split: Split, spec: Any, norm: Normalizer, 
         "class_names": cohort.class_names, "config": config.model_dump(mode="json"), "seed": int(config.seed),
         "versions": package_versions(), "cohort_fingerprint": _fingerprint(cohort), "split": _split_record(cohort, split),
         "train_subjects": sorted({str(s) for s in cohort.subjects[split.train]}),
-        "projection_spec": None, "teacher_hash": None, "kd": None, **extra,
+        "projection_spec": None, "teacher_hash": None, "kd": None,
+        # the cohort's grid, affine, space and import options: lets `volkd predict` place new scans
+        "cohort_meta": cohort.meta.model_dump(mode="json"), **extra,
     }
 
 

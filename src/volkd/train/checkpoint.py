@@ -57,6 +57,11 @@ class Checkpoint:
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def cohort_meta(self) -> dict[str, Any] | None:
+        """The training cohort's ``CohortMeta`` (grid, affine, space, import provenance), if recorded."""
+        return self.extra.get("cohort_meta")
+
     def build_model(self) -> torch.nn.Module:
         """The network with the stored weights, in eval mode."""
         from volkd.models import ModelSpec, build_model
