@@ -10,6 +10,7 @@ import numpy as np
 from volkd.atomic import atomic_file
 from volkd.data.cohort import Cohort
 from volkd.errors import ConfigError
+from volkd.projection.methods import METHODS
 from volkd.projection.project import project
 from volkd.projection.reference import resolve_reference
 from volkd.projection.spec import ProjectionSpec
@@ -58,7 +59,8 @@ def render_gallery(cohort: Cohort, specs: list[ProjectionSpec], n_per_class: int
     for spec in specs:
         if spec.grid_shape is None:
             spec = resolve_reference(spec, cohort)
-        refs.update(spec.ref_index or {})
+        if METHODS[spec.method].needs_reference:
+            refs.update(spec.ref_index or {})
         rows += gallery_rows(project(vols, spec), spec)
     nrows, ncols = len(rows), len(idx) * len(views)
     fig = Figure(figsize=(1.3 * ncols + 0.9, 1.35 * nrows + 0.7), dpi=100)

@@ -217,7 +217,9 @@ def dynamic_image(block: np.ndarray, axis: int, *, minmax: bool = True, **_: obj
         lo = flat.min(axis=1)
         span = flat.max(axis=1) - lo
         # below float32 round-off of Σ α_t·slice_t the image is zero (e.g. constant along the axis)
-        tol = 8 * len(alpha) * np.finfo(np.float32).eps * np.abs(alpha).sum() * np.abs(b.reshape(n, -1)).max(axis=1)
+        vflat = b.reshape(n, -1)
+        magnitude = np.maximum(np.abs(vflat.min(axis=1)), np.abs(vflat.max(axis=1)))
+        tol = 8 * len(alpha) * np.finfo(np.float32).eps * np.abs(alpha).sum() * magnitude
         ok = span > tol
         img = np.where(ok[:, None, None], (img - lo[:, None, None]) / np.where(ok, span, 1)[:, None, None], 0).astype(np.float32)
     return _chan(img)
