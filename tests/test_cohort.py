@@ -106,3 +106,19 @@ def test_summary_counts():
     assert s["scans_per_class"] == {"control": 8, "PD": 16}
     assert s["subjects_per_class"] == {"control": 4, "PD": 8}
     assert s["visits_per_subject"] == {"min": 2, "max": 2, "mean": 2.0}
+
+
+def test_outputs_get_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from volkd.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        make_cohort().save(tmp_path / "c")
+        write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644

@@ -14,6 +14,12 @@ from typing import Any
 from volkd.errors import OutputExistsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_can_write(path: Path, force: bool) -> None:
     """Refuse to overwrite an existing ``path`` unless ``force`` is set."""
     if path.exists() and not force:
@@ -32,6 +38,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     check_can_write(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp
         if path.exists():
@@ -53,6 +60,7 @@ def atomic_file(path: str | Path, force: bool = True, mode: str = "w") -> Iterat
     check_can_write(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
