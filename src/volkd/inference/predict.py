@@ -51,8 +51,8 @@ def _modality_problem(grid: TrainingGrid, info: dict[str, Any]) -> str | None:
     return None
 
 
-def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> np.ndarray:
-    """The scan on the training grid; raises :class:`IncompatibleScanError` naming the input."""
+def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> tuple[np.ndarray, np.ndarray]:
+    """The scan on the training grid and that grid's affine; raises :class:`IncompatibleScanError` naming the input."""
     problem = _modality_problem(grid, scan.info)
     if problem:
         raise IncompatibleScanError(f"{item.source}: {problem}")
@@ -60,12 +60,12 @@ def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> np.nd
               and (grid.placement == "fov" or np.allclose(scan.affine, grid.affine, atol=1e-4)))
     check_compatible(scan.data, scan.affine, grid, item.source, native_grid=native)
     if native:
-        return np.ascontiguousarray(scan.data, dtype=np.float32)
+        return np.ascontiguousarray(scan.data, dtype=np.float32), np.asarray(scan.affine, dtype=np.float64)
     # a cohort's volumes were already placed by its import: never crop them twice
-    vol, _ = place_on_grid(scan.data, scan.affine, grid, crop=False if item.kind == "cohort" else None)
+    vol, affine = place_on_grid(scan.data, scan.affine, grid, crop=False if item.kind == "cohort" else None)
     if not np.isfinite(vol).all():
         raise IncompatibleScanError(f"{item.source}: resampled volume has non-finite values")
-    return vol
+    return vol, affine
 
 
 def training_overlap(ck: Any, item: ScanInput) -> str:
@@ -129,7 +129,7 @@ def predict_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], bat
             skipped.append(scan)
         else:
             try:
-                vols.append(prepare_scan(item, scan, grid))
+                vols.append(prepare_scan(item, scan, grid)[0])
                 rows.append(item)
             except VolkdError as e:
                 skipped.append(Skipped(item.source, str(e).removeprefix(f"{item.source}: ")))
