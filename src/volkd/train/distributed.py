@@ -90,6 +90,19 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return t
 
 
+def sync_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Average floating buffers (BatchNorm running statistics) over ranks and take rank 0's
+    integer buffers, so every rank evaluates, early-stops and saves the same model."""
+    if not ctx.enabled:
+        return
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b.data, op=dist.ReduceOp.SUM)
+            b.data.div_(ctx.world)
+        else:
+            dist.broadcast(b.data, src=0)
+
+
 def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op single-process)."""
     if ctx.enabled:

@@ -31,7 +31,9 @@ from volkd.errors import ConfigError
 from volkd.train.checkpoint import load_checkpoint, save_checkpoint
 from volkd.train.config import TrainConfig
 from volkd.train.data import ArrayData, apply_augment, epoch_order, global_batches, sample_augment_params, seeded_generator
-from volkd.train.distributed import DistContext, all_reduce_sum, context, gather_with_grad, shard, shard_sizes, wrap_model
+from volkd.train.distributed import (
+    DistContext, all_reduce_sum, barrier, context, gather_with_grad, shard, shard_sizes, sync_buffers, wrap_model,
+)
 
 KDFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 BEST, LAST = "best.pt", "last.pt"
@@ -167,6 +169,7 @@ class Loop:
                     self.on_epoch_end(epoch, row)
             if tb is not None:
                 tb.close()
+        barrier(self.ctx)  # rank 0 has written best.pt/last.pt before any rank reads them
         best_path = self.out_dir / BEST
         if stopper.best_epoch < 0:
             raise ConfigError(f"{self.out_dir}: the monitored metric '{c.monitor}' was never defined (NaN every epoch); choose --monitor val_loss")
@@ -244,6 +247,7 @@ class Loop:
                     sums[k] = sums.get(k, 0.0) + v * len(gb)
                 n_seen += len(gb)
                 advance()
+        sync_buffers(self.model, ctx)
         return {k: v / max(n_seen, 1) for k, v in sums.items()}
 
     # ------------------------------------------------------------ evaluation
