@@ -9,6 +9,7 @@ scan's own grid and affine, plus axial/coronal/sagittal overlays through the str
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +25,7 @@ from volkd.data.resample import resample_to_grid
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import TrainingGrid, training_grid
 from volkd.inference.inputs import ScanInput, Skipped, collect_inputs, iter_loaded
-from volkd.inference.predict import NoScansError, prepare_scan
+from volkd.inference.predict import NoScansError, PredictionWarning, prepare_scan
 
 INDEX_FILE = "explain.csv"
 _CONV = (nn.Conv2d, nn.Conv3d)
@@ -163,6 +164,8 @@ def explain_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], out
     if class_name is not None and class_name not in ck.class_names:
         raise ConfigError(f"--class {class_name!r} is not a class of this model; choose one of {ck.class_names}")
     grid = training_grid(ck)
+    for note in grid.notes:
+        warnings.warn(note, PredictionWarning, stacklevel=2)
     model, norm, spec = ck.build_model(), ck.build_normalizer(), ck.build_projection()
     items, skipped = collect_inputs(list(inputs))
     results: list[Explanation] = []
