@@ -196,8 +196,9 @@ def _projection(projection: Any, cohort: Cohort, split: Split) -> Any:
 
     spec = preset(projection) if isinstance(projection, str) else (
         projection if isinstance(projection, ProjectionSpec) else ProjectionSpec(**dict(projection)))
-    # reference slices from the TRAINING scans only (when not given by the atlas / explicitly)
-    return resolve_reference(spec, cohort.meta, volumes=np.asarray(cohort.volumes[np.sort(split.train)]))
+    # MNI space: the atlas gives the reference; otherwise the TRAINING scans' mean image does
+    vols = None if cohort.meta.space == "MNI" else np.asarray(cohort.volumes[np.sort(split.train)])
+    return resolve_reference(spec, cohort.meta, volumes=vols)
 
 
 def _kd(kd: Any) -> Any:

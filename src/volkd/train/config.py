@@ -52,7 +52,6 @@ class TrainConfig(BaseModel):
     w_kd: float = Field(5.0, ge=0, description="weight of the KD loss's main terms (graph: L_fg + L_lg)")
     normalizer: str = "zscore"
     eval_batch_size: int = Field(64, ge=1)
-    num_workers: int = Field(0, ge=0, description="unused: data live in memory as tensors")
     device: str = "cpu"
     save_test_predictions: bool = True
     teacher_cache_dir: str | None = Field(None, description="share teacher caches across runs (keyed by teacher hash + cohort)")

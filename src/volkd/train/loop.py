@@ -39,7 +39,7 @@ KDFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[
 BEST, LAST = "best.pt", "last.pt"
 HISTORY_JSONL, HISTORY_CSV = "history.jsonl", "history.csv"
 #: config fields that may change between an interrupted run and its resumption
-RESUMABLE_CHANGES = ("progress", "device", "num_workers", "eval_batch_size", "teacher_cache_dir", "tensorboard")
+RESUMABLE_CHANGES = ("progress", "device", "eval_batch_size", "teacher_cache_dir", "tensorboard")
 
 
 @dataclass
