@@ -14,7 +14,7 @@ from volkd.cli.app import app
 from volkd.errors import VolkdError
 
 # Importing the command modules registers their commands on ``app``.
-from volkd.cli import data_cmds, import_cmds, synth_cmds, split_cmds, project_cmds, train_cmds, study_cmds  # noqa: F401,E402
+from volkd.cli import data_cmds, import_cmds, synth_cmds, split_cmds, project_cmds, train_cmds, study_cmds, use_cmds  # noqa: F401,E402
 
 err_console = Console(stderr=True)
 
