@@ -45,8 +45,8 @@ def test_metadata_mni_space_and_columns():
     np.testing.assert_allclose(c.meta.voxel_size_mm, np.abs(np.diag(aff)[:3]))
     assert c.class_names == ["control", "PD"]
     syn = c.meta.extra["synth"]
-    assert syn["seed"] == 1 and syn["grid"] == [20, 24, 16] and syn["counts_per_ml"] == 1600.0  # PET: 4× SPECT counts
-    assert syn["fwhm_mm"] == [4.5, 5.5]
+    assert syn["seed"] == 1 and syn["grid"] == [20, 24, 16] and syn["counts_per_ml"] == 240.0  # PET: 4× SPECT counts
+    assert syn["fwhm_mm"] == [4.5, 5.5] and syn["postfilter_fwhm_mm"] == 3.0
     for col in ("scan_id", "subject_id", "visit", "label", "age", "sex", "site", "visit_code", "borderline"):
         assert col in c.scans.columns
     assert c.scans["scan_id"].is_unique and c.scans["scan_id"].str.fullmatch(r"I\d{6}").all()
@@ -187,3 +187,18 @@ def test_difficulty_presets():
 def test_invalid_options_raise_clear_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         synthesize(**options)
+
+
+def test_noise_is_poisson_level_and_spatially_correlated():
+    kw = dict(n_subjects=2, grid=32, seed=6, visits=1, misregister=False)
+    clean = synthesize(noise=False, **kw)
+    occ = atlas.occipital_mask((32, 32, 32))
+    rel = {}
+    for cpm in (30.0, 480.0):
+        noisy = synthesize(counts_per_ml=cpm, **kw)
+        res = noisy.volumes[0] - clean.volumes[0]
+        rel[cpm] = res[occ].std() / clean.volumes[0][occ].mean()
+        inside = res[8:24, 8:24, 8:24]
+        lag1 = np.corrcoef(inside[:-1].ravel(), inside[1:].ravel())[0, 1]
+        assert lag1 > 0.2, lag1  # the reconstruction post-filter correlates neighbouring voxels
+    assert 2.5 < rel[30.0] / rel[480.0] < 5.5  # 16× the counts → ≈ 4× less noise (Poisson)

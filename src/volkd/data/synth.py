@@ -66,13 +66,13 @@ PET_CONTRAST = Contrast(
 #: Difficulty presets: fraction of borderline subjects, counts per ml at reference uptake
 #: (multiplied by 4 for PET), misregistration sd (mm, degrees).
 DIFFICULTY = {
-    "easy": {"borderline_fraction": 0.05, "counts_per_ml": 4000.0, "shift_mm_sd": 1.0, "rotation_deg_sd": 1.0},
-    "default": {"borderline_fraction": 0.20, "counts_per_ml": 400.0, "shift_mm_sd": 3.0, "rotation_deg_sd": 3.0},
-    "hard": {"borderline_fraction": 0.35, "counts_per_ml": 200.0, "shift_mm_sd": 4.0, "rotation_deg_sd": 5.0},
+    "easy": {"borderline_fraction": 0.05, "counts_per_ml": 600.0, "shift_mm_sd": 1.0, "rotation_deg_sd": 1.0},
+    "default": {"borderline_fraction": 0.20, "counts_per_ml": 60.0, "shift_mm_sd": 3.0, "rotation_deg_sd": 3.0},
+    "hard": {"borderline_fraction": 0.35, "counts_per_ml": 25.0, "shift_mm_sd": 4.0, "rotation_deg_sd": 5.0},
 }
 MODALITY = {
-    "spect": {"fwhm_mm": (8.0, 12.0), "counts_factor": 1.0, "scalp_level": 0.25, "description": "Reconstructed DaTSCAN"},
-    "pet": {"fwhm_mm": (4.5, 5.5), "counts_factor": 4.0, "scalp_level": 0.35, "description": "AV133 SUVR"},
+    "spect": {"fwhm_mm": (8.0, 12.0), "postfilter_fwhm_mm": 7.0, "counts_factor": 1.0, "scalp_level": 0.25, "description": "Reconstructed DaTSCAN"},
+    "pet": {"fwhm_mm": (4.5, 5.5), "postfilter_fwhm_mm": 3.0, "counts_factor": 4.0, "scalp_level": 0.35, "description": "AV133 SUVR"},
 }
 
 
@@ -95,8 +95,10 @@ class SynthConfig(BaseModel):
     borderline_fraction: float | None = None
     #: expected counts per ml of tissue at reference (occipital) uptake; sets Poisson noise
     counts_per_ml: float | None = None
-    #: scanner resolution range (FWHM, mm); each site draws its own within it
+    #: scanner resolution range (FWHM, mm, final image); each site draws its own within it
     fwhm_mm: tuple[float, float] | None = None
+    #: part of that resolution applied after the counts (reconstruction post-filter): correlated noise
+    postfilter_fwhm_mm: float | None = None
     shift_mm_sd: float | None = None
     rotation_deg_sd: float | None = None
     #: log-sd of per-scan global scaling (dose, calibration); sites add their own factor
@@ -160,6 +162,13 @@ class SynthConfig(BaseModel):
             raise ValueError(f"is implausibly large ({v})")
         return v
 
+    @field_validator("postfilter_fwhm_mm")
+    @classmethod
+    def _post(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError(f"must be ≥ 0, got {v}")
+        return v
+
     @field_validator("counts_per_ml", "intensity_scale")
     @classmethod
     def _positive(cls, v: float | None) -> float | None:
@@ -185,6 +194,8 @@ class SynthConfig(BaseModel):
             upd["counts_per_ml"] = d["counts_per_ml"] * m["counts_factor"]
         if self.fwhm_mm is None:
             upd["fwhm_mm"] = m["fwhm_mm"]
+        if self.postfilter_fwhm_mm is None:
+            upd["postfilter_fwhm_mm"] = min(m["postfilter_fwhm_mm"], (self.fwhm_mm or m["fwhm_mm"])[0])
         if self.contrast is None:
             upd["contrast"] = SPECT_CONTRAST if self.modality == "spect" else PET_CONTRAST
         if self.visits > len(VISIT_YEARS):
@@ -394,12 +405,22 @@ def uptake(an: Anatomy, cfg: SynthConfig, r: dict[str, Any]) -> np.ndarray:
     return vol
 
 
+def _gauss(vol: np.ndarray, fwhm_mm: float, voxel_mm: np.ndarray) -> np.ndarray:
+    sigma = fwhm_mm / (2 * np.sqrt(2 * np.log(2))) / voxel_mm
+    return ndimage.gaussian_filter(vol, sigma=sigma, truncate=3.0, mode="constant")
+
+
 def render(an: Anatomy, cfg: SynthConfig, r: dict[str, Any]) -> np.ndarray:
-    """One scan: uptake → blur → misregistration → Poisson counts → global scaling."""
+    """One scan: uptake → blur → misregistration → Poisson counts → post-filter → global scaling.
+
+    The resolution is split: FWHM² = intrinsic² + post-filter²; the post-filter acts on the
+    noisy counts, as a reconstruction filter does, so the noise is spatially correlated.
+    """
     vol = uptake(an, cfg, r)
+    post = float(cfg.postfilter_fwhm_mm or 0.0) if (cfg.blur and cfg.noise) else 0.0
+    post = min(post, r["fwhm"])
     if cfg.blur:
-        sigma = r["fwhm"] / (2 * np.sqrt(2 * np.log(2))) / an.voxel_mm
-        vol = ndimage.gaussian_filter(vol, sigma=sigma, truncate=3.0, mode="constant")
+        vol = _gauss(vol, float(np.sqrt(r["fwhm"] ** 2 - post**2)), an.voxel_mm) if r["fwhm"] > post else vol
     if cfg.misregister and (np.any(r["shift_mm"]) or np.any(r["rot_deg"])):
         # output voxel → input voxel: x_in = M x_out + offset, rotation about the grid centre in mm
         s = np.diag(an.voxel_mm)
@@ -415,6 +436,8 @@ def render(an: Anatomy, cfg: SynthConfig, r: dict[str, Any]) -> np.ndarray:
         out = np.zeros_like(flat)
         out[an.head_idx] = rng.poisson(lam) / per_voxel
         vol = out.reshape(an.grid)
+        if post > 0:
+            vol = _gauss(vol, post, an.voxel_mm)
     vol = vol * np.float32(r["scale"] * cfg.intensity_scale)
     return np.ascontiguousarray(vol, dtype=np.float32)
 
