@@ -25,7 +25,7 @@ IN_GRAPH_METHODS = ("slice", "slices", "mip", "mean", "std", "dynamic")
 class TorchNormalizer(nn.Module):
     """A fitted normaliser's transform on ``(N, D, H, W)`` tensors (zscore, global_zscore, reference, none)."""
 
-    def __init__(self, state: dict[str, Any], grid: tuple[int, int, int], affine: np.ndarray | None = None) -> None:
+    def __init__(self, state: dict[str, Any], grid: tuple[int, int, int]) -> None:
         super().__init__()
         self.name = str(state["name"])
         if self.name == "zscore":
@@ -35,10 +35,13 @@ class TorchNormalizer(nn.Module):
             self.register_buffer("mean", torch.tensor(np.float32(state["mean"])))
             self.register_buffer("std", torch.tensor(np.float32(state["std"])))
         elif self.name == "reference":
-            from volkd.data.normalize import Normalizer
+            from volkd.data.atlas import occipital_mask
 
-            ref = Normalizer.from_state(state)
-            mask = ref._mask_for(tuple(grid))  # the stored mask, or the atlas occipital region on the grid
+            mask = state.get("mask")  # the stored mask, else the atlas occipital region on the grid (as the normaliser)
+            if mask is None:
+                mask = occipital_mask(tuple(grid), state.get("affine"))
+            if tuple(np.shape(mask)) != tuple(grid):
+                raise ConfigError(f"reference normaliser: mask grid {np.shape(mask)} differs from the training grid {tuple(grid)}")
             self.register_buffer("mask", torch.as_tensor(np.asarray(mask, np.float32)))
             self.count = float(mask.sum())
         elif self.name != "none":
