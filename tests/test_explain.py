@@ -77,6 +77,15 @@ def test_student_maps_per_view_have_the_projected_shape(setup, tmp_path):
     assert not list(out.glob("*.nii.gz"))
 
 
+def test_student_with_one_encoder_per_view(setup, tmp_path):
+    _, student = train_pair(setup["cohort"], tmp_path / "runs", projection="joint", kd="none", shared_encoder=False)
+    assert load_checkpoint(student).model_spec["shared_encoder"] is False
+    results, _ = explain_scans(student, [setup["scan"]], tmp_path / "ex")
+    maps = results[0].maps
+    assert list(maps) == ["axial", "coronal", "sagittal"] and all(m.shape == (16, 16) for m in maps.values())
+    assert all(np.isfinite(m).all() for m in maps.values())
+
+
 def test_explain_refusals(setup, tmp_path):
     with pytest.raises(ConfigError, match=r"--class 'tumour' is not a class of this model; choose one of \['control', 'PD'\]"):
         explain_scans(setup["student"], [setup["scan"]], tmp_path / "a", class_name="tumour")

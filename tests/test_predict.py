@@ -34,7 +34,8 @@ def tiny_mni_cohort(grid: int = 16):
         return c
 
 
-def train_pair(cohort, out: Path, projection: str = "fuseme", kd: str = "graph") -> tuple[Path, Path]:
+def train_pair(cohort, out: Path, projection: str = "fuseme", kd: str = "graph", normalizer: str = "zscore",
+               **student_kw) -> tuple[Path, Path]:
     """1-epoch light-CNN teacher and student on ``cohort``; returns their best.pt paths."""
     from volkd.data.splits import holdout_splits
     from volkd.models import ModelSpec
@@ -43,9 +44,9 @@ def train_pair(cohort, out: Path, projection: str = "fuseme", kd: str = "graph")
 
     torch.set_num_threads(1)
     split = holdout_splits(cohort, n_repeats=1)[0]
-    cfg = TrainConfig(epochs=1, batch_size=8, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=8, progress=False, normalizer=normalizer)
     t = train_teacher(cohort, split, ModelSpec(arch="lightcnn", spatial_dims=3, in_channels=1, num_classes=2, width=4), cfg, out / "teacher")
-    s = train_student(cohort, split, projection, student_model_spec("lightcnn", projection, 2, width=4), kd,
+    s = train_student(cohort, split, projection, student_model_spec("lightcnn", projection, 2, width=4, **student_kw), kd,
                       t.best_checkpoint if kd != "none" else None, cfg, out / "student")
     return Path(t.best_checkpoint), Path(s.best_checkpoint)
 
@@ -208,6 +209,22 @@ def test_all_bad_raises_and_writes_nothing(setup, tmp_path):
         predict_to_csv(setup["student"], [tmp_path / "in"], out)
     assert not out.exists() and not skipped_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no temp files left behind
+
+
+def test_scan_rejected_by_the_normaliser_is_skipped(setup, tmp_path):
+    """Reference (SBR-style) normalisation refuses an empty occipital region: that scan alone is skipped."""
+    c = setup["cohort"]
+    teacher, _ = train_pair(c, tmp_path / "runs", projection="mip", kd="none", normalizer="reference")
+    aff = np.asarray(c.meta.affine)
+    idx = _test_idx(setup)[:2]
+    for i in idx:
+        write_nifti(tmp_path / f"{c.scan_ids[i]}.nii.gz", c.volumes[i], aff)
+    write_nifti(tmp_path / "empty.nii.gz", np.zeros((16, 16, 16), np.float32), aff)
+    df, skipped = predict_scans(teacher, [tmp_path / f"{c.scan_ids[i]}.nii.gz" for i in idx] + [tmp_path / "empty.nii.gz"], batch_size=8)
+    assert list(df["scan_id"]) == list(c.scan_ids[idx])
+    np.testing.assert_allclose(df[["proba_control", "proba_PD"]].to_numpy(), predict_proba(teacher, np.asarray(c.volumes[idx])), atol=1e-6)
+    assert [s.source for s in skipped] == [str(tmp_path / "empty.nii.gz")]
+    assert "reference-region mean 0 ≤ 0" in skipped[0].reason
 
 
 def test_no_overwrite_without_force(setup, tmp_path):
