@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from volkd.atomic import atomic_dir, check_can_write
-from volkd.data.cohort import VIEW_AXIS
 from volkd.data.resample import resample_to_grid
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import TrainingGrid, training_grid
