@@ -4,7 +4,10 @@ Cross-validated (subject-grouped, stratified 5-fold; C chosen by an inner groupe
 L2 logistic regression on
   * the whole volume, block-averaged to 16³ and divided by its own mean,
   * the single central axial slice through the striatum centre (full resolution, divided by its mean),
+  * the same slice block-averaged in-plane like the volume (same resolution, 16² features),
   * the measured SBRs (region / occipital − 1, atlas masks; the classic clinical baseline),
+  * the same SBRs measured on the central axial slice only (masks ∩ slice; reference: the
+    occipital voxels of that slice, or its brain voxels when it has none),
   * the true (generating) SBRs: the ceiling set by the borderline subjects.
 
 Usage: python benchmarks/synth_separability.py [--n-subjects 300] [--grid 64] [--difficulty default] [--modality spect] [--seeds 0]
@@ -46,13 +49,25 @@ def cv_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -
     return {"auc": float(roc_auc_score(y, proba)), "acc": float(accuracy_score(y, proba > 0.5))}
 
 
+def slice_sbr(vols: np.ndarray, grid: tuple[int, int, int], k: int) -> np.ndarray:
+    """SBRs (4 regions) measured on axial slice ``k`` alone."""
+    masks = atlas.striatum_masks(grid)
+    occ = atlas.occipital_mask(grid)[:, :, k]
+    ref_mask = occ if occ.sum() >= 4 else atlas.brain_fraction(grid)[:, :, k] > 0.5
+    sl = vols[:, :, :, k]
+    ref = sl[:, ref_mask].mean(axis=1)
+    return np.stack([sl[:, masks[r][:, :, k]].mean(axis=1) / ref - 1.0 for r in REGIONS], axis=1)
+
+
 def features(cohort) -> dict[str, np.ndarray]:
-    """The four feature sets compared."""
+    """The feature sets compared."""
     vols = np.asarray(cohort.volumes, dtype=np.float32)
     grid = tuple(cohort.meta.grid_shape)
     k = atlas.striatum_center(grid, np.array(cohort.meta.affine))[2]
     vol16 = block_mean(vols, 16).reshape(len(vols), -1)
     sl = vols[:, :, :, k].reshape(len(vols), -1)
+    f = vols.shape[1] // 16
+    sl16 = vols[:, : 16 * f, : 16 * f, k].reshape(len(vols), 16, f, 16, f).mean(axis=(2, 4)).reshape(len(vols), -1)
     asym = lambda a, b: np.abs(a - b) / ((a + b) / 2 + 1e-6)  # noqa: E731
     meas = measured_sbr(vols, grid).to_numpy()
     true = cohort.scans[[f"true_sbr_{r}" for r in REGIONS]].to_numpy()
@@ -60,7 +75,9 @@ def features(cohort) -> dict[str, np.ndarray]:
     return {
         "volume 16^3": vol16 / vol16.mean(axis=1, keepdims=True),
         "central axial slice": sl / sl.mean(axis=1, keepdims=True),
-        "measured SBR": add_asym(meas),
+        "central slice 16^2": sl16 / sl16.mean(axis=1, keepdims=True),
+        "SBR from volume": add_asym(meas),
+        "SBR from slice": add_asym(slice_sbr(vols, grid, k)),
         "true SBR": add_asym(true),
     }
 
