@@ -45,7 +45,7 @@ def test_metadata_mni_space_and_columns():
     np.testing.assert_allclose(c.meta.voxel_size_mm, np.abs(np.diag(aff)[:3]))
     assert c.class_names == ["control", "PD"]
     syn = c.meta.extra["synth"]
-    assert syn["seed"] == 1 and syn["grid"] == [20, 24, 16] and syn["counts_per_ml"] == 240.0  # PET: 4× SPECT counts
+    assert syn["seed"] == 1 and syn["grid"] == [20, 24, 16] and syn["counts_per_ml"] == 600.0  # PET: 10× SPECT counts
     assert syn["fwhm_mm"] == [4.5, 5.5] and syn["postfilter_fwhm_mm"] == 3.0
     for col in ("scan_id", "subject_id", "visit", "label", "age", "sex", "site", "visit_code", "borderline"):
         assert col in c.scans.columns

@@ -64,7 +64,7 @@ PET_CONTRAST = Contrast(
 )
 
 #: Difficulty presets: fraction of borderline subjects, counts per ml at reference uptake
-#: (multiplied by 4 for PET), misregistration sd (mm, degrees).
+#: (multiplied by 10 for PET), misregistration sd (mm, degrees).
 DIFFICULTY = {
     "easy": {"borderline_fraction": 0.05, "counts_per_ml": 600.0, "shift_mm_sd": 1.0, "rotation_deg_sd": 1.0},
     "default": {"borderline_fraction": 0.20, "counts_per_ml": 60.0, "shift_mm_sd": 3.0, "rotation_deg_sd": 3.0},
@@ -72,7 +72,7 @@ DIFFICULTY = {
 }
 MODALITY = {
     "spect": {"fwhm_mm": (8.0, 12.0), "postfilter_fwhm_mm": 7.0, "counts_factor": 1.0, "scalp_level": 0.25, "description": "Reconstructed DaTSCAN"},
-    "pet": {"fwhm_mm": (4.5, 5.5), "postfilter_fwhm_mm": 3.0, "counts_factor": 4.0, "scalp_level": 0.35, "description": "AV133 SUVR"},
+    "pet": {"fwhm_mm": (4.5, 5.5), "postfilter_fwhm_mm": 3.0, "counts_factor": 10.0, "scalp_level": 0.35, "description": "AV133 SUVR"},
 }
 
 
