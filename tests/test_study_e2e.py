@@ -33,7 +33,7 @@ def test_volkd_run_tiny_study(tmp_path) -> None:
     res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", str(cfg_path), "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert f"report: {out / 'report.html'}" in res.output.replace("\n", "")
-    assert "SBR + logistic regression" in res.output and "with KD (graph)" in res.output
+    assert "SBR + logistic regression" in res.output and "KD graph" in res.output
 
     for name in ("report.md", "report.html", "results.csv", "summary.csv", "comparisons.csv", "external.csv", "cost.csv",
                  "config.yaml", "environment.json", "splits.json", "study.json", "graphs.npz"):

@@ -80,18 +80,20 @@ def default_out(cfg: StudyConfig) -> Path:
 
 # --------------------------------------------------------------- progress
 class ProgressView:
-    """Live view: overall trials (weighted ETA) and the current trial's epochs."""
+    """Live view: the study (ETA weighted by each trial kind's typical cost) and the current
+    trial's epochs (validation loss)."""
 
     def __init__(self, enabled: bool, console: Console | None) -> None:
         self.enabled = enabled
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-            disable=not enabled,
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=console, transient=False, disable=not enabled,
         )
         self.overall: TaskID | None = None
         self.current: TaskID | None = None
-        self._weights: list[float] = []
+        self.n_done = 0
+        self.n_total = 0
+        self.name = ""
 
     def __enter__(self) -> "ProgressView":
         self.progress.__enter__()
@@ -100,13 +102,21 @@ class ProgressView:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
-    def start(self, n_trials: int) -> None:
-        self.overall = self.progress.add_task("study", total=max(1, n_trials))
-        self.current = self.progress.add_task("", total=1, visible=False)
+    def start(self, name: str, trials: list[Trial], pending: list[Trial]) -> None:
+        """One bar for the study: total = summed cost of all trials, finished ones already counted."""
+        self.name, self.n_total, self.n_done = name, len(trials), len(trials) - len(pending)
+        total = sum(t.cost for t in trials)
+        done = total - sum(t.cost for t in pending)
+        self.overall = self.progress.add_task(self._label(), total=max(total, 1e-9), completed=done)
 
-    def trial(self, label: str, epochs: int | None) -> None:
-        assert self.current is not None
-        self.progress.update(self.current, description=f"  {label}", total=epochs or 1, completed=0, visible=True)
+    def _label(self) -> str:
+        return f"study {self.name}: trial {min(self.n_done + 1, self.n_total)}/{self.n_total}"
+
+    def trial(self, t: Trial, epochs: int | None) -> None:
+        """A fresh bar for trial ``t`` (elapsed time and ETA of its own epochs)."""
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.current = self.progress.add_task(f"  {t.trial_id}", total=epochs or 1)
 
     def epoch(self, epoch: int, total: int, row: dict[str, Any], label: str) -> None:
         assert self.current is not None
@@ -114,11 +124,12 @@ class ProgressView:
         extra = f" val_loss {vl:.3f}" if isinstance(vl, float) else ""
         self.progress.update(self.current, completed=epoch + 1, description=f"  {label} epoch {epoch + 1}/{total}{extra}")
 
-    def done(self, label: str, ok: bool) -> None:
+    def done(self, t: Trial, ok: bool) -> None:
         assert self.overall is not None
-        self.progress.advance(self.overall, 1)
+        self.n_done += 1
+        self.progress.update(self.overall, advance=t.cost, description=self._label())
         if not ok:
-            self.progress.console.print(f"[red]failed:[/] {label}")
+            self.progress.console.print(f"[red]failed:[/] {t.trial_id} (see trials/{t.trial_id}.json)")
 
 
 # ------------------------------------------------------------------ study
@@ -143,14 +154,13 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = 
     n_failed = 0
     ctx = _Context(cfg, store, cohort, externals, splits)
     with ProgressView(progress, console) as view:
-        view.start(len(trials))
-        assert view.overall is not None
-        view.progress.update(view.overall, completed=len(trials) - len(pending),
-                             description=f"study {cfg.name}: {len(pending)} trial(s) to run, {len(trials) - len(pending)} done before")
+        if len(pending) < len(trials):
+            console.print(f"resuming {store.root}: {len(trials) - len(pending)} of {len(trials)} trial(s) already finished")
+        view.start(cfg.name, trials, pending)
         for t in pending:
             rec = run_trial(t, ctx, view)
             n_failed += rec["status"] != "ok"
-            view.done(t.trial_id, rec["status"] == "ok")
+            view.done(t, rec["status"] == "ok")
     artefact_errors = study_artefacts(ctx)
     wall = time.perf_counter() - t0
     env.update(wall_seconds=wall, peak_rss_mb=peak_rss_mb(), trials_run=len(pending), artefact_errors=artefact_errors)
@@ -216,7 +226,7 @@ def run_trial(t: Trial, ctx: _Context, view: ProgressView) -> dict[str, Any]:
     start = time.perf_counter()
     role = "teacher" if t.kind == "teacher" else "student"
     epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind != "sbr" else None
-    view.trial(t.trial_id, epochs)
+    view.trial(t, epochs)
     try:
         if t.kind == "sbr":
             proba_test, ext, train_info = _sbr_trial(ctx, split)

@@ -80,7 +80,7 @@ def metric_by_method(summary: pd.DataFrame, projections: list[str], kd_names: li
 def _panels(n: int) -> tuple[plt.Figure, np.ndarray]:
     cols = min(4, max(1, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.2 * rows), squeeze=False, layout="constrained")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     return fig, axes.ravel()
@@ -157,7 +157,7 @@ def _rel_line(ax: Any, df: pd.DataFrame | None, label: str, n_bins: int, **kw: A
 def relation_graphs(graphs: dict[str, np.ndarray], labels: np.ndarray, path: Path, title: str = "") -> Path:
     """Heatmaps of batch relation graphs G (B×B, scans sorted by class) side by side."""
     names = list(graphs)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False, layout="constrained")
     order = np.argsort(labels, kind="stable")
     boundary = int((labels == labels[order][0]).sum())
     for ax, n in zip(axes[0], names):
@@ -174,15 +174,17 @@ def relation_graphs(graphs: dict[str, np.ndarray], labels: np.ndarray, path: Pat
     return _save(fig, path)
 
 
-def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path, keys: tuple[str, ...] = ("train_loss", "val_loss")) -> Path:
-    """Per-epoch curves (training and validation loss) of each model of one repeat."""
+def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path,
+                    keys: tuple[str, ...] = ("train_loss", "val_loss", "train_ce")) -> Path:
+    """Per-epoch curves of each model of one repeat: training loss (with KD: CE + KD terms),
+    validation loss (CE) and, for KD students, the training CE alone."""
     names = [n for n, h in histories.items() if h]
     fig, axes = _panels(max(1, len(names)))
     for ax, n in zip(axes, names):
         h = pd.DataFrame(histories[n])
         x = h["epoch"] if "epoch" in h else np.arange(1, len(h) + 1)
-        for k, ls in zip(keys, ("-", "--")):
-            if k in h:
+        for k, ls in zip(keys, ("-", "--", ":")):
+            if k in h and (k != "train_ce" or "train_kd" in h and h["train_kd"].abs().sum() > 0):
                 ax.plot(x, h[k], ls=ls, label=k.replace("_", " "))
         ax.set_title(n, fontsize=9)
         ax.set_xlabel("epoch")
