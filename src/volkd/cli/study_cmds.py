@@ -15,7 +15,7 @@ from volkd.cli.app import app
 def run_cmd(
     config: Optional[Path] = typer.Argument(None, help="Study YAML (see `volkd init-config`); omit to use --profile."),
     profile: str = typer.Option("quick", "--profile", "-p", help="Built-in profile when no CONFIG is given: quick or paper."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: volkd-runs/<study name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: volkd-runs/<profile or config file name>)."),
     new: bool = typer.Option(False, "--new", help="Start a new folder (<out>-2, …) instead of resuming the existing one."),
     force: bool = typer.Option(False, "--force", help="Discard the results already in the study folder and start over."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not show the live progress view."),
@@ -25,6 +25,7 @@ def run_cmd(
     from volkd.report.console import headline_rich
 
     cfg = load_config(config) if config is not None else load_profile(profile)
+    out = out or Path("volkd-runs") / (config.stem if config is not None else profile)
     console = Console()
     res = run_study(cfg, out, force=force, new=new, progress=not no_progress, console=console)
     console.print(headline_rich(res.headline))

@@ -153,7 +153,7 @@ class ReportConfig(_Strict):
 class StudyConfig(_Strict):
     """A complete study: data, splits, teacher, student, projections × KD methods, budget."""
 
-    name: str = Field("study", min_length=1, description="study name (default output folder: volkd-runs/<name>)")
+    name: str = Field("study", min_length=1, description="study name (report title; `volkd run` writes to volkd-runs/<profile or config file name> unless --out)")
     seed: int = Field(0, description="training seed; repeat r trains with seed + r")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the main cohort")
     split: SplitConfig = Field(default_factory=SplitConfig, description="subject-level split protocol")
@@ -385,7 +385,7 @@ def write_config(path: str | Path, profile: str = "quick", force: bool = False) 
 
     path = Path(path)
     check_can_write(path, force)
-    cfg = load_profile(profile)
+    cfg = load_profile(profile).model_copy(update={"name": path.stem or profile})
     header = (f"volkd study config (from the built-in '{profile}' profile).\n"
               "Edit the values, then run: volkd run " + str(path) + "\n"
               "Every key is optional: a missing key takes the default shown by `volkd init-config`.")
