@@ -120,13 +120,18 @@ def occipital_mask(grid_shape, affine=None) -> np.ndarray:
     return region_mask(OCCIPITAL_LABELS, grid_shape, affine)
 
 
+@functools.lru_cache(maxsize=1)
+def _brain_1mm() -> np.ndarray:
+    atlas, _ = load_aal3()
+    brain = ndimage.binary_closing(atlas > 0, structure=np.ones((3, 3, 3)), iterations=4)
+    return ndimage.binary_fill_holes(brain).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=8)
 def _brain(grid_key: tuple) -> np.ndarray:
     grid_shape, aff_flat = grid_key
-    atlas, atlas_aff = load_aal3()
-    brain = ndimage.binary_closing(atlas > 0, structure=np.ones((3, 3, 3)), iterations=4)
-    brain = ndimage.binary_fill_holes(brain).astype(np.float32)
-    frac = _resample_to_grid(brain, atlas_aff, grid_shape, np.array(aff_flat).reshape(4, 4), order=1)
+    _, atlas_aff = load_aal3()
+    frac = _resample_to_grid(_brain_1mm(), atlas_aff, grid_shape, np.array(aff_flat).reshape(4, 4), order=1)
     frac = np.clip(frac, 0, 1).astype(np.float32)
     frac.setflags(write=False)
     return frac
