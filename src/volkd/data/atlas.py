@@ -149,5 +149,5 @@ def striatum_center(grid_shape, affine=None) -> tuple[int, int, int]:
     for ax in range(3):
         other = tuple(a for a in range(3) if a != ax)
         present = np.flatnonzero(mask.any(axis=other))
-        out.append(int(round((present[0] + present[-1]) / 2)))
+        out.append(int(np.floor((present[0] + present[-1]) / 2 + 0.5)))  # half-up, not banker's rounding
     return tuple(out)  # type: ignore[return-value]
