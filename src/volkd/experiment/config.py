@@ -150,6 +150,17 @@ class ReportConfig(_Strict):
         return v
 
 
+class ExecutionConfig(_Strict):
+    """Where the trials run (never part of the config hash: results are the same either way)."""
+
+    executor: Literal["local", "ray"] = Field("local", description="`local` (one trial after another in this process) or `ray` (trials as Ray tasks; `pip install volkd[cluster]`)")
+    address: str | None = Field(None, description="ray: address of a running cluster (HOST:PORT, or `auto`); null starts a local Ray instance")
+    num_cpus: int | None = Field(None, ge=1, description="ray without address: CPUs the local Ray instance may use (null: all of this machine's)")
+    cpus_per_trial: float = Field(1.0, gt=0, description="ray: CPUs reserved by each trial (also its torch threads)")
+    gpus_per_trial: float = Field(0.0, ge=0, description="ray: GPUs reserved by each trial (> 0 trains on CUDA unless training.extra.device is set)")
+    max_retries: int = Field(0, ge=0, description="times a failed trial is run again (both executors) before it is recorded as failed")
+
+
 class StudyConfig(_Strict):
     """A complete study: data, splits, teacher, student, projections × KD methods, budget."""
 
@@ -165,6 +176,7 @@ class StudyConfig(_Strict):
     teacher_training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig, description="teacher-only overrides of the budget")
     external: list[ExternalConfig] = Field(default_factory=list, description="cohorts evaluated without retraining (e.g. the synthetic PET variant)")
     report: ReportConfig = Field(default_factory=ReportConfig, description="report options")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials are executed: locally or on a Ray cluster (see docs/scaling.md)")
 
     @field_validator("projections")
     @classmethod
@@ -206,8 +218,8 @@ class StudyConfig(_Strict):
         return next(k for k in self.kd if k.name == name)
 
     def config_hash(self) -> str:
-        """SHA-256 of everything that shapes results (the study's name excluded)."""
-        d = self.model_dump(mode="json", exclude={"name"})
+        """SHA-256 of everything that shapes results (the study's name and execution excluded)."""
+        d = self.model_dump(mode="json", exclude={"name", "execution"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def train_dict(self, role: Literal["teacher", "student"], repeat: int, kd: KDConfig | None = None) -> dict[str, Any]:
