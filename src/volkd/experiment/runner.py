@@ -134,12 +134,19 @@ class ProgressView:
 
 # ------------------------------------------------------------------ study
 def run_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = False, new: bool = False,
-              progress: bool = True, console: Console | None = None) -> StudyOutcome:
-    """Run (or resume) the study described by ``cfg`` in ``out`` and render its report."""
+              progress: bool = True, console: Console | None = None, executor: str | None = None,
+              address: str | None = None) -> StudyOutcome:
+    """Run (or resume) the study described by ``cfg`` in ``out`` and render its report.
+
+    ``executor`` (``local`` | ``ray``) and ``address`` override ``cfg.execution`` (see
+    volkd.experiment.executors); the results do not depend on them.
+    """
+    from volkd.experiment.executors import get_executor
     from volkd.report.render import build_report
 
     t0 = time.perf_counter()
     console = console or Console()
+    runner_ = get_executor(cfg.execution, executor, address)
     store = StudyStore.open(Path(out) if out is not None else default_out(cfg), cfg, force=force, new=new)
     cohort = load_dataset(cfg.dataset)
     externals = {e.name: load_dataset(e, where=f"external[{e.name}]") for e in cfg.external}
@@ -151,19 +158,15 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = 
 
     trials = plan_trials(cfg, len(splits))
     pending = [t for t in trials if not store.is_finished(t)]
-    n_failed = 0
     ctx = _Context(cfg, store, cohort, externals, splits)
     with ProgressView(progress, console) as view:
         if len(pending) < len(trials):
             console.print(f"resuming {store.root}: {len(trials) - len(pending)} of {len(trials)} trial(s) already finished")
         view.start(cfg.name, trials, pending)
-        for t in pending:
-            rec = run_trial(t, ctx, view)
-            n_failed += rec["status"] != "ok"
-            view.done(t, rec["status"] == "ok")
+        runner_.run(pending, ctx, view)
     artefact_errors = study_artefacts(ctx)
     wall = time.perf_counter() - t0
-    env.update(wall_seconds=wall, peak_rss_mb=peak_rss_mb(), trials_run=len(pending), artefact_errors=artefact_errors)
+    env.update(wall_seconds=wall, peak_rss_mb=peak_rss_mb(), trials_run=len(pending), executor=runner_.name, artefact_errors=artefact_errors)
     write_json(store.root / "environment.json", env)
     rep = build_report(store, cfg)
     n_failed_total = sum(1 for r in store.load_all() if r.get("status") != "ok")
