@@ -19,6 +19,8 @@ def run_cmd(
     new: bool = typer.Option(False, "--new", help="Start a new folder (<out>-2, …) instead of resuming the existing one."),
     force: bool = typer.Option(False, "--force", help="Discard the results already in the study folder and start over."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not show the live progress view."),
+    executor: Optional[str] = typer.Option(None, "--executor", "-e", help="Where trials run: local or ray (default: the config's execution.executor, local)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (HOST:PORT or auto); without it Ray starts locally."),
 ) -> None:
     from volkd.experiment.config import load_config, load_profile
     from volkd.experiment.runner import run_study
@@ -27,7 +29,8 @@ def run_cmd(
     cfg = load_config(config) if config is not None else load_profile(profile)
     out = out or Path("volkd-runs") / (config.stem if config is not None else profile)
     console = Console()
-    res = run_study(cfg, out, force=force, new=new, progress=not no_progress, console=console)
+    res = run_study(cfg, out, force=force, new=new, progress=not no_progress, console=console,
+                    executor=executor, address=address)
     console.print(headline_rich(res.headline))
     console.print(f"{res.n_run} trial(s) run, {res.n_skipped} resumed from earlier runs, {res.n_failed} failed; "
                   f"{res.wall_seconds:.0f} s")
