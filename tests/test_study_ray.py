@@ -250,3 +250,20 @@ def test_failure_record_unwraps_the_task_error() -> None:
                    "seconds": 1.5}
     crashed = failure_record(OSError("worker died\nmore"), 0.0)
     assert crashed["error"] == "OSError: worker died" and "OSError" in crashed["traceback"]
+
+
+def test_schedule_queue_starts_teachers_then_kd_students_and_capacity() -> None:
+    from volkd.experiment.ray_executor import ScheduleQueue, capacity
+
+    trials = [Trial(0, "sbr"), Trial(0, "teacher"), Trial(0, "student", "mip", "none"), Trial(0, "student", "mip", "graph"),
+              Trial(1, "sbr"), Trial(1, "teacher")]
+    q = ScheduleQueue({t: i for i, t in enumerate(trials)})
+    for t in trials[::-1]:
+        q.push(t)
+    popped = [q.pop().trial_id for _ in range(len(trials))]
+    assert popped == ["r00-teacher", "r01-teacher", "r00-student-mip-graph", "r00-student-mip-none", "r00-sbr", "r01-sbr"]
+    assert len(q) == 0
+    ex = ExecutionConfig(cpus_per_trial=2, gpus_per_trial=0.5)
+    assert capacity(ex, {"CPU": 16.0, "GPU": 2.0}) == 4  # GPUs bound it
+    assert capacity(ExecutionConfig(cpus_per_trial=2), {"CPU": 7.0}) == 3
+    assert capacity(ExecutionConfig(cpus_per_trial=4), {"CPU": 2.0}) == 1

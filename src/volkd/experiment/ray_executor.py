@@ -1,14 +1,16 @@
 """The ``ray`` executor: each pending trial of a study is a Ray task with declared resources.
 
-The driver (``volkd run --executor ray``) plans the trials, submits every trial that can start
-(SBR baselines, teachers, students without KD, and KD students whose teacher finished earlier)
-and submits a repeat's KD students when that repeat's teacher task has ended. Workers rebuild
-the study context once per process (cohort, external cohorts, ``splits.json``) from the study
-folder and write each trial's record, predictions and checkpoints straight into it with the
-same :class:`~volkd.experiment.store.StudyStore` as the local executor: the study folder must be
-on a filesystem shared by the driver and every node. A failed attempt (a trial recorded as
-failed, a task that raised, a worker that died) is resubmitted ``max_retries`` times; the last
-failure stays recorded. Ray is imported lazily: volkd works without it.
+The driver (``volkd run --executor ray``) keeps a queue of the trials that can start — SBR
+baselines, teachers, students without KD, and a repeat's KD students once that repeat's teacher
+task has ended — and hands Ray as many as the cluster can run at once, teachers first (they
+gate their students), then KD students, then the rest. Synthetic cohorts are shipped to the
+workers through the object store; cohort folders are read by each worker from their (absolute)
+path. Each worker process builds the study context once (cohorts, ``splits.json``) and writes
+every trial's record, predictions and checkpoints straight into the study folder with the same
+:class:`~volkd.experiment.store.StudyStore` as the local executor: the study folder must be on a
+filesystem shared by the driver and every node, at the same path. A failed attempt (a trial
+recorded as failed, a task that raised, a worker that died) is queued again ``max_retries``
+times; the last failure stays recorded. Ray is imported lazily: volkd works without it.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class WorkerSpec:
     config_hash: str
     threads: int
     device: str | None
+    #: Ray object refs of cohorts shipped by the driver ("" = main, else the external's name);
+    #: cohorts not listed are loaded from their path by each worker
+    cohorts: dict[str, Any] = field(default_factory=dict)
 
 
 _CONTEXT: dict[tuple[str, str], "_Context"] = {}  # one study context per worker process
@@ -94,7 +99,7 @@ def worker_context(spec: WorkerSpec) -> "_Context":
     if key in _CONTEXT:
         return _CONTEXT[key]
     from volkd.data.splits import load_splits
-    from volkd.experiment.runner import _Context, load_dataset
+    from volkd.experiment.runner import _Context
     from volkd.experiment.store import STUDY_FILE, StudyStore
 
     store = StudyStore(spec.root)
@@ -104,14 +109,14 @@ def worker_context(spec: WorkerSpec) -> "_Context":
     cfg = StudyConfig.model_validate(spec.config)
     if store.stored_hash() != spec.config_hash:
         raise ConfigError(f"{spec.root}: this Ray node sees a study of another config; is the shared folder the driver's?")
-    cohort = load_dataset(cfg.dataset)
+    cohort = _cohort(spec, "", cfg.dataset)
     expected = _cohort_fingerprint(store)
     fp = cohort.meta.fingerprint or cohort.fingerprint()
     if expected and fp != expected:
         raise ConfigError(f"{spec.root}: the cohort loaded on this Ray node differs from the driver's (fingerprint "
                           f"{fp[:12]} ≠ {expected[:12]}); the dataset path must hold the same cohort on every node")
     cohort.meta.fingerprint = fp
-    externals = {e.name: load_dataset(e, where=f"external[{e.name}]") for e in cfg.external}
+    externals = {e.name: _cohort(spec, e.name, e) for e in cfg.external}
     splits = load_splits(store.root / "splits.json", cohort)
     if spec.device is not None:
         extra = {**cfg.training.extra, "device": spec.device}
@@ -119,6 +124,31 @@ def worker_context(spec: WorkerSpec) -> "_Context":
     _CONTEXT.clear()
     _CONTEXT[key] = _Context(cfg, store, cohort, externals, splits)
     return _CONTEXT[key]
+
+
+def _cohort(spec: WorkerSpec, name: str, ds: Any) -> Any:
+    """A cohort shipped through the object store, else loaded like the driver does."""
+    if name in spec.cohorts:
+        import ray
+
+        return ray.get(spec.cohorts[name])
+    from volkd.experiment.runner import load_dataset
+
+    return load_dataset(ds, where=f"external[{name}]" if name else "dataset")
+
+
+def _ship_synthetic(ctx: "_Context") -> dict[str, Any]:
+    """Put the synthetic cohorts in the object store (regenerating them on every worker costs
+    seconds each); cohort folders are read from the shared filesystem by the workers."""
+    import ray
+
+    out: dict[str, Any] = {}
+    if ctx.cfg.dataset.kind == "synthetic":
+        out[""] = ray.put(ctx.cohort)
+    for e in ctx.cfg.external:
+        if e.kind == "synthetic":
+            out[e.name] = ray.put(ctx.externals[e.name])
+    return out
 
 
 def _cohort_fingerprint(store: Any) -> str | None:
@@ -140,8 +170,9 @@ def run_trial_task(trial: Trial, spec: WorkerSpec) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- driver side
-def worker_spec(ctx: "_Context", execution: ExecutionConfig) -> WorkerSpec:
-    """The spec sent to workers: absolute paths (workers may start elsewhere), threads, device."""
+def worker_spec(ctx: "_Context", execution: ExecutionConfig, ship: dict[str, Any] | None = None) -> WorkerSpec:
+    """The spec sent to workers: absolute paths (workers may start elsewhere), threads, device,
+    and the refs of the cohorts shipped through the object store (``ship``)."""
     cfg = ctx.cfg
     update: dict[str, Any] = {}
     if cfg.dataset.kind == "cohort":
@@ -151,7 +182,8 @@ def worker_spec(ctx: "_Context", execution: ExecutionConfig) -> WorkerSpec:
     shipped = cfg.model_copy(update=update)
     device = "cuda" if execution.gpus_per_trial > 0 and "device" not in cfg.training.extra else None
     return WorkerSpec(root=str(Path(ctx.store.root).resolve()), config=shipped.model_dump(mode="json"),
-                      config_hash=cfg.config_hash(), threads=max(1, int(execution.cpus_per_trial)), device=device)
+                      config_hash=cfg.config_hash(), threads=max(1, int(execution.cpus_per_trial)), device=device,
+                      cohorts=dict(ship or {}))
 
 
 def needs_teacher(t: Trial, cfg: StudyConfig) -> bool:
@@ -193,9 +225,18 @@ class RayExecutor:
 
         ex = self.execution
         task = ray.remote(run_trial_task)
-        spec_ref = ray.put(worker_spec(ctx, ex))
+        spec_ref = ray.put(worker_spec(ctx, ex, ship=_ship_synthetic(ctx)))
+        order = {t: i for i, t in enumerate(trials)}
+        queue = ScheduleQueue(order)
         running: dict[Any, tuple[Trial, float]] = {}
         final: dict[Trial, dict[str, Any]] = {}
+        pending_teachers = {t.repeat for t in trials if t.kind == "teacher"}
+        waiting: dict[int, list[Trial]] = {}
+        for t in trials:
+            if needs_teacher(t, ctx.cfg) and t.repeat in pending_teachers:
+                waiting.setdefault(t.repeat, []).append(t)
+            else:
+                queue.push(t)
 
         def submit(t: Trial) -> None:
             self.attempts[t.trial_id] = self.attempts.get(t.trial_id, 0) + 1
@@ -203,15 +244,11 @@ class RayExecutor:
                                name=f"volkd:{t.trial_id}").remote(t, spec_ref)
             running[ref] = (t, time.perf_counter())
 
-        pending_teachers = {t.repeat for t in trials if t.kind == "teacher"}
-        waiting: dict[int, list[Trial]] = {}
-        for t in trials:
-            if needs_teacher(t, ctx.cfg) and t.repeat in pending_teachers:
-                waiting.setdefault(t.repeat, []).append(t)
-            else:
-                submit(t)
         try:
-            while running:
+            while queue or running:
+                slots = capacity(ex, ray.cluster_resources())  # re-read: nodes may join or leave
+                while queue and len(running) < slots:
+                    submit(queue.pop())
                 (ref,), _ = ray.wait(list(running), num_returns=1)
                 t, t0 = running.pop(ref)
                 try:
@@ -220,15 +257,51 @@ class RayExecutor:
                     rec = failure_record(e, time.perf_counter() - t0)
                     ctx.store.save_result(t, rec)
                 if rec["status"] != "ok" and self.attempts[t.trial_id] <= ex.max_retries:
-                    submit(t)
+                    queue.push(t)
                     continue
                 final[t] = rec
                 view.done(t, rec["status"] == "ok")
                 if t.kind == "teacher":
                     for s in waiting.pop(t.repeat, []):
-                        submit(s)
+                        queue.push(s)
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref, force=True)
             raise
         return [final[t] for t in trials]
+
+
+def capacity(execution: ExecutionConfig, available: dict[str, float]) -> int:
+    """How many trials the cluster can run at once (at least 1)."""
+    n = int(available.get("CPU", 0.0) // execution.cpus_per_trial)
+    if execution.gpus_per_trial > 0:
+        n = min(n, int(available.get("GPU", 0.0) // execution.gpus_per_trial))
+    return max(1, n)
+
+
+class ScheduleQueue:
+    """Trials ready to start, longest-gating first: teachers (their KD students wait for them),
+    then KD students, then the rest; plan order within a class. Only as many trials as the
+    cluster can run are handed to Ray, so this order holds (Ray's own queue is first come,
+    first served)."""
+
+    RANK = {"teacher": 0, "student": 2, "sbr": 3}
+
+    def __init__(self, order: dict[Trial, int]) -> None:
+        self.order = order
+        self.items: list[Trial] = []
+
+    def push(self, t: Trial) -> None:
+        self.items.append(t)
+
+    def pop(self) -> Trial:
+        best = min(self.items, key=self._key)
+        self.items.remove(best)
+        return best
+
+    def _key(self, t: Trial) -> tuple[int, int]:
+        rank = self.RANK[t.kind] - (1 if t.kind == "student" and t.kd != "none" else 0)
+        return rank, self.order[t]
+
+    def __len__(self) -> int:
+        return len(self.items)
