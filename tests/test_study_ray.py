@@ -267,3 +267,36 @@ def test_schedule_queue_starts_teachers_then_kd_students_and_capacity() -> None:
     assert capacity(ex, {"CPU": 16.0, "GPU": 2.0}) == 4  # GPUs bound it
     assert capacity(ExecutionConfig(cpus_per_trial=2), {"CPU": 7.0}) == 3
     assert capacity(ExecutionConfig(cpus_per_trial=4), {"CPU": 2.0}) == 1
+
+
+@pytest.mark.slow
+def test_volkd_run_cli_on_ray_with_external_cohort(tmp_path, ray_session) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from volkd.cli import app
+
+    cfg = tiny(external=[{"name": "pet", "modality": "pet", "n_subjects": 8, "grid": 16, "seed": 1, "options": {"visits": 1}}])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    _reset(ray_session)
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress",
+                                                         "--executor", "ray"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "4 trial(s) run, 0 resumed from earlier runs, 0 failed" in res.output
+    recs = _records(tmp_path / "run")
+    assert all(r["status"] == "ok" for r in recs.values())
+    assert {tid for tid, r in recs.items() if set(r["external"]) == {"pet"}} == set(recs)  # shipped external cohort used
+    ext = pd.read_csv(tmp_path / "run" / "external.csv")
+    assert sorted(ext["trial_id"]) == sorted(recs) and set(ext["cohort"]) == {"pet"}
+
+
+def test_volkd_run_cli_rejects_unknown_executor(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from volkd.cli import app
+
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", "--out", str(tmp_path / "x"), "--executor", "dask"])
+    assert isinstance(res.exception, ConfigError)  # volkd.cli.main prints it as one line, exit code 2
+    assert "unknown executor 'dask'" in str(res.exception) and "allowed: local, ray" in str(res.exception)
+    assert not (tmp_path / "x").exists()
