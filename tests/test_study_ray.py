@@ -270,13 +270,17 @@ def test_schedule_queue_starts_teachers_then_kd_students_and_capacity() -> None:
 
 
 @pytest.mark.slow
-def test_volkd_run_cli_on_ray_with_external_cohort(tmp_path, ray_session) -> None:
+def test_volkd_run_cli_on_ray_with_cohort_folder_and_external(tmp_path, ray_session, monkeypatch) -> None:
     import yaml
     from typer.testing import CliRunner
 
     from volkd.cli import app
+    from volkd.data.synth import synthesize
 
-    cfg = tiny(external=[{"name": "pet", "modality": "pet", "n_subjects": 8, "grid": 16, "seed": 1, "options": {"visits": 1}}])
+    synthesize(n_subjects=16, grid=(16, 16, 16), seed=0, visits=1).save(tmp_path / "cohort")
+    monkeypatch.chdir(tmp_path)  # a relative cohort path; the Ray workers started elsewhere read it
+    cfg = tiny(dataset={"kind": "cohort", "path": "cohort"},
+               external=[{"name": "pet", "modality": "pet", "n_subjects": 8, "grid": 16, "seed": 1, "options": {"visits": 1}}])
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     _reset(ray_session)
