@@ -99,3 +99,19 @@ def test_baseline_refuses_non_mni_and_leaky_splits():
     ctrl_only = np.flatnonzero(c.y == 0)
     with pytest.raises(SBRError, match=r"training scans lack class\(es\) \['PD'\]"):
         sbr_baseline(c, Split(0, ctrl_only[:3], [], np.flatnonzero(c.y == 1), seed=0, kind="x"))
+
+
+def test_sbr_predict_matches_sklearn() -> None:
+    import numpy as np
+
+    from volkd.evaluate import sbr_predict
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
+    m = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    info = {"scaler_mean": m[0].mean_.tolist(), "scaler_scale": m[0].scale_.tolist(),
+            "coef": m[-1].coef_.tolist(), "intercept": m[-1].intercept_.tolist()}
+    np.testing.assert_allclose(sbr_predict(info, x), m.predict_proba(x), rtol=1e-10)

@@ -82,20 +82,6 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
     assert counted["teacher"] == 1
 
 
-def test_apply_sbr_model_matches_sklearn() -> None:
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
-    m = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
-    info = {"scaler_mean": m[0].mean_.tolist(), "scaler_scale": m[0].scale_.tolist(),
-            "coef": m[-1].coef_.tolist(), "intercept": m[-1].intercept_.tolist()}
-    np.testing.assert_allclose(runner.apply_sbr_model(info, x), m.predict_proba(x), rtol=1e-10)
-
-
 def test_kd_spec_passes_temperature_only_where_accepted() -> None:
     cfg = validate_config({"kd": [{"name": "none"}, {"name": "graph", "temperature": 3, "params": {"affinity": "rbf"}},
                                   {"name": "sp"}]})

@@ -139,4 +139,18 @@ def sbr_baseline(cohort: Cohort, split: Split, seed: int = 0, c_grid: tuple[floa
     return proba, info
 
 
-__all__ = ["C_GRID", "SBRError", "SBR_REGIONS", "cohort_sbr", "sbr_baseline", "sbr_features"]
+def sbr_predict(info: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Class probabilities of the fitted SBR logistic regression (``sbr_baseline``'s info) for SBR features ``x``.
+
+    Lets the baseline fitted on one cohort score another (e.g. an external cohort).
+    """
+    z = (np.asarray(x, float) - np.asarray(info["scaler_mean"])) / np.asarray(info["scaler_scale"])
+    logits = z @ np.asarray(info["coef"]).T + np.asarray(info["intercept"])
+    if logits.shape[1] == 1:  # binary: one logit for class 1
+        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p1, p1], axis=1)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+__all__ = ["C_GRID", "SBRError", "SBR_REGIONS", "cohort_sbr", "sbr_baseline", "sbr_features", "sbr_predict"]

@@ -24,7 +24,7 @@ from volkd.atomic import write_json
 from volkd.data.cohort import Cohort
 from volkd.data.splits import Split, check_no_leakage, make_splits, save_splits
 from volkd.errors import ConfigError, VolkdError
-from volkd.evaluate import classification_metrics, cohort_sbr, predict_labels, sbr_baseline
+from volkd.evaluate import classification_metrics, cohort_sbr, predict_labels, sbr_baseline, sbr_predict
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
 from volkd.experiment.store import StudyStore
 from volkd.experiment.trials import Trial, plan_trials
@@ -266,20 +266,9 @@ def _pred_frame(cohort: Cohort, idx: np.ndarray, proba: np.ndarray, where: str) 
 
 def _sbr_trial(ctx: _Context, split: Split) -> tuple[np.ndarray, dict[str, tuple[Cohort, np.ndarray]], dict[str, Any]]:
     proba, info = sbr_baseline(ctx.cohort, split, seed=ctx.cfg.seed + split.repeat)
-    ext = {n: (c, apply_sbr_model(info, cohort_sbr(c))) for n, c in ctx.externals.items()}
+    ext = {n: (c, sbr_predict(info, cohort_sbr(c))) for n, c in ctx.externals.items()}
     keep = {k: info[k] for k in ("C", "C_selection", "coef", "intercept") if k in info}
     return proba, ext, {"model": "sbr+logistic_regression", **keep}
-
-
-def apply_sbr_model(info: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """Class probabilities of the fitted SBR logistic regression (from ``sbr_baseline``'s info)."""
-    z = (np.asarray(x, float) - np.asarray(info["scaler_mean"])) / np.asarray(info["scaler_scale"])
-    logits = z @ np.asarray(info["coef"]).T + np.asarray(info["intercept"])
-    if logits.shape[1] == 1:  # binary: one logit for class 1
-        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
-        return np.stack([1 - p1, p1], axis=1)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def kd_spec(kd: KDConfig) -> dict[str, Any]:
