@@ -290,3 +290,17 @@ def test_npy_and_bad_npz(tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(ScanImportError, match=r"broken\.npz: unreadable array file"):
         read_arrays(tmp_path / "broken.npz")
+
+
+def test_read_text_table_strips_and_names_unreadable_file(tmp_path):
+    from volkd.data.readers import read_text_table
+    from volkd.errors import ScanImportError
+
+    p = tmp_path / "l.csv"
+    p.write_text(" id , dx \n a1 , NA \n")
+    df = read_text_table(p, "labels CSV")
+    assert list(df.columns) == ["id", "dx"] and df.iloc[0].tolist() == ["a1", "NA"]  # no NaN guessing
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfe\x00garbage\x00\n\x00")
+    with pytest.raises(ScanImportError, match=r"bad\.csv: unreadable labels CSV"):
+        read_text_table(bad, "labels CSV")

@@ -24,7 +24,7 @@ import pandas as pd
 from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
 from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import Cohort, CohortMeta
-from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem,
+from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem, read_text_table,
                                 read_arrays, read_scan)
 from volkd.data.resample import SPACES, coverage, resample_scan
 from volkd.errors import ConfigError, ScanImportError
@@ -236,16 +236,10 @@ def plan_from_csv(found: dict[str, Path], labels_csv: str | Path, id_column: str
                   class_names: list[str] | None, summary: ImportSummary) -> tuple[list[ScanEntry], list[str]]:
     """Match found scans to labels CSV rows by scan ID; report rows without files and files without rows."""
     labels_csv = Path(labels_csv)
-    try:
-        df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001
-        raise ScanImportError(f"{labels_csv}: unreadable labels CSV ({type(e).__name__}: {e})") from None
-    df.columns = [c.strip() for c in df.columns]
+    df = read_text_table(labels_csv, "labels CSV")
     for opt, col in (("--id-col", id_column), ("--subject-col", subject_column), ("--label-col", label_column)):
         if col not in df.columns:
             raise ScanImportError(f"{labels_csv}: no column {col!r} (set it with {opt}); columns are {list(df.columns)}")
-    for col in df.columns:
-        df[col] = df[col].str.strip()
     ids = df[id_column]
     for col in (id_column, subject_column, label_column):
         if (df[col] == "").any():

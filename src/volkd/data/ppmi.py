@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from volkd.data.readers import read_text_table
 from volkd.errors import ScanImportError
 
 REQUIRED = ("Image Data ID", "Subject", "Group", "Visit")
@@ -47,17 +48,11 @@ def visit_numbers(subjects: pd.Series, dates: pd.Series, codes: pd.Series) -> np
 def read_collection(csv: str | Path) -> pd.DataFrame:
     """Read and check a PPMI image-collection CSV; parse ``Acq Date`` (M/D/YYYY)."""
     csv = Path(csv)
-    try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001
-        raise ScanImportError(f"{csv}: unreadable CSV ({type(e).__name__}: {e})") from None
-    df.columns = [c.strip() for c in df.columns]
+    df = read_text_table(csv, "CSV")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ScanImportError(f"{csv}: not a PPMI image-collection CSV: missing column(s) {missing} "
                               f"(has {list(df.columns)})")
-    for col in df.columns:
-        df[col] = df[col].str.strip()
     for col in ("Image Data ID", "Subject", "Group"):
         if (df[col] == "").any():
             row = int(np.flatnonzero(df[col] == "")[0]) + 2

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from volkd.errors import ScanImportError
 
@@ -385,3 +386,20 @@ def _array_set(arr: np.ndarray, labels: np.ndarray | None, ids: list[str] | None
     if len(ids) != len(images):
         raise ScanImportError(f"{path}: {len(ids)} scan_ids for {len(images)} volumes")
     return ArraySet(images, labels, ids, None, path)
+
+
+def read_text_table(path: str | Path, what: str = "CSV") -> pd.DataFrame:
+    """Read a CSV as text (no NaN guessing), with column names and cells stripped of spaces.
+
+    An unreadable file raises :class:`ScanImportError` naming it (``what`` says which CSV).
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001 - pandas raises many kinds here
+        raise ScanImportError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
+    df.columns = [c.strip() for c in df.columns]
+    for col in df.columns:
+        df[col] = df[col].str.strip()
+    return df
+
