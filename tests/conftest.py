@@ -32,6 +32,21 @@ def make_cohort(n_subjects: int = 12, visits: int = 2, grid: int = 16, seed: int
     return Cohort(np.stack(vols), pd.DataFrame(rows), meta)
 
 
+def tiny_study_config(**overrides):
+    """A study config small enough to run end to end in seconds (16³, 1 repeat, 1 epoch, mip)."""
+    from volkd.experiment.config import validate_config
+
+    base = {
+        "name": "tiny", "dataset": {"n_subjects": 16, "grid": 16, "options": {"visits": 1}},
+        "split": {"repeats": 1}, "teacher": {"width": 4}, "student": {"width": 4},
+        "projections": ["mip"], "kd": [{"name": "none"}, {"name": "graph"}],
+        "training": {"epochs": 1, "patience": 1, "batch_size": 8},
+        "report": {"latency_runs": 1, "graph_batch": 4, "gallery_scans": 1},
+    }
+    base.update(overrides)
+    return validate_config(base)
+
+
 @pytest.fixture
 def tiny_cohort() -> Cohort:
     return make_cohort()

@@ -16,23 +16,12 @@ import pytest
 
 import volkd.experiment.runner as runner
 from volkd.errors import ConfigError
-from volkd.experiment.config import ExecutionConfig, validate_config
+from volkd.experiment.config import ExecutionConfig
+from tests.conftest import tiny_study_config as tiny
 from volkd.experiment.executors import LocalExecutor, get_executor
 from volkd.experiment.trials import Trial
 
 CONTROL = "VOLKD_RAY_TEST_DIR"  # folder of the worker hook's control file and call log
-
-
-def tiny(**kw):
-    base = {
-        "name": "tiny", "dataset": {"n_subjects": 16, "grid": 16, "options": {"visits": 1}},
-        "split": {"repeats": 1}, "teacher": {"width": 4}, "student": {"width": 4},
-        "projections": ["mip"], "kd": [{"name": "none"}, {"name": "graph"}],
-        "training": {"epochs": 1, "patience": 1, "batch_size": 8},
-        "report": {"latency_runs": 1, "graph_batch": 4, "gallery_scans": 1},
-    }
-    base.update(kw)
-    return validate_config(base)
 
 
 # ------------------------------------------------------------ Ray worker instrumentation

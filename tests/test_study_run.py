@@ -9,18 +9,7 @@ import pytest
 
 import volkd.experiment.runner as runner
 from volkd.experiment.config import validate_config
-
-
-def tiny(**kw):
-    base = {
-        "name": "tiny", "dataset": {"n_subjects": 16, "grid": 16, "options": {"visits": 1}},
-        "split": {"repeats": 1}, "teacher": {"width": 4}, "student": {"width": 4},
-        "projections": ["mip"], "kd": [{"name": "none"}, {"name": "graph"}],
-        "training": {"epochs": 1, "patience": 1, "batch_size": 8},
-        "report": {"latency_runs": 1, "graph_batch": 4, "gallery_scans": 1},
-    }
-    base.update(kw)
-    return validate_config(base)
+from tests.conftest import tiny_study_config as tiny
 
 
 @pytest.fixture
