@@ -6,6 +6,7 @@ Every function saves one PNG at ``path`` and returns it; none needs a display.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import matplotlib
@@ -89,18 +90,8 @@ def _panels(n: int) -> tuple[plt.Figure, np.ndarray]:
 def roc_curves(preds: dict[str, pd.DataFrame], projections: list[str], kd_names: list[str], path: Path) -> Path:
     """ROC curves on the pooled test predictions of all repeats: one panel per projection
     (each KD method), with the teacher and SBR in every panel for reference."""
-    fig, axes = _panels(len(projections))
-    for ax, p in zip(axes, projections):
-        for j, kd in enumerate(kd_names):
-            _roc_line(ax, preds.get(f"{p}+{kd}"), "no KD" if kd == "none" else kd, color=_KD_COLORS[j % len(_KD_COLORS)])
-        _roc_line(ax, preds.get("teacher"), "teacher", color="k", ls="--")
-        _roc_line(ax, preds.get("sbr"), "SBR", color="grey", ls=":")
-        ax.plot([0, 1], [0, 1], color="lightgrey", lw=0.8)
-        ax.set_title(p)
-        ax.set_xlabel("1 − specificity")
-        ax.set_ylabel("sensitivity")
-        ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return _per_projection(preds, projections, kd_names, path, _roc_line, "1 − specificity", "sensitivity",
+                           "lower right")
 
 
 def _roc_line(ax: Any, df: pd.DataFrame | None, label: str, **kw: Any) -> None:
@@ -133,17 +124,30 @@ def confusion_matrices(preds: dict[str, pd.DataFrame], methods: list[str], class
 def reliability_diagram(preds: dict[str, pd.DataFrame], projections: list[str], kd_names: list[str], path: Path, n_bins: int = 10) -> Path:
     """Reliability diagram (fraction of positives vs mean predicted probability) per projection,
     each KD method, with the teacher and SBR for reference."""
+    def line(ax: Any, df: pd.DataFrame | None, label: str, **kw: Any) -> None:
+        _rel_line(ax, df, label, n_bins, **kw)
+
+    return _per_projection(preds, projections, kd_names, path, line, "mean predicted P(positive)",
+                           "observed fraction positive", "upper left", kd_marker="o", ref_marker=".")
+
+
+def _per_projection(preds: dict[str, pd.DataFrame], projections: list[str], kd_names: list[str], path: Path,
+                    line: Callable[..., None], xlabel: str, ylabel: str, legend_loc: str,
+                    kd_marker: str | None = None, ref_marker: str | None = None) -> Path:
+    """One panel per projection: a curve per KD method plus the teacher and SBR, over the diagonal."""
+    kd_kw = {"marker": kd_marker} if kd_marker else {}
+    ref_kw = {"marker": ref_marker} if ref_marker else {}
     fig, axes = _panels(len(projections))
     for ax, p in zip(axes, projections):
         for j, kd in enumerate(kd_names):
-            _rel_line(ax, preds.get(f"{p}+{kd}"), "no KD" if kd == "none" else kd, n_bins, color=_KD_COLORS[j % len(_KD_COLORS)], marker="o")
-        _rel_line(ax, preds.get("teacher"), "teacher", n_bins, color="k", ls="--", marker=".")
-        _rel_line(ax, preds.get("sbr"), "SBR", n_bins, color="grey", ls=":", marker=".")
+            line(ax, preds.get(f"{p}+{kd}"), "no KD" if kd == "none" else kd, color=_KD_COLORS[j % len(_KD_COLORS)], **kd_kw)
+        line(ax, preds.get("teacher"), "teacher", color="k", ls="--", **ref_kw)
+        line(ax, preds.get("sbr"), "SBR", color="grey", ls=":", **ref_kw)
         ax.plot([0, 1], [0, 1], color="lightgrey", lw=0.8)
         ax.set_title(p)
-        ax.set_xlabel("mean predicted P(positive)")
-        ax.set_ylabel("observed fraction positive")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc=legend_loc)
     return _save(fig, path)
 
 
