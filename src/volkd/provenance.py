@@ -17,10 +17,11 @@ _PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape volkd's results (missing ones omitted)."""
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
+def package_versions(names: tuple[str, ...] = _PACKAGES, python: bool = True) -> dict[str, str]:
+    """Versions of installed packages ``names`` (default: those that shape volkd's results;
+    missing ones omitted), preceded by Python's own unless ``python=False``."""
+    out = {"python": platform.python_version()} if python else {}
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

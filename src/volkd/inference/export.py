@@ -27,6 +27,7 @@ from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import training_grid
 from volkd.inference.torch_ops import IN_GRAPH_METHODS, TorchNormalizer, TorchProjection
+from volkd.provenance import package_versions
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -217,16 +218,11 @@ def export_model(ckpt_path: str | Path | Any, out_dir: str | Path, format: str =
 
 def export_versions(format: str) -> dict[str, str]:
     """Versions of the packages that produced/checked the export."""
-    from importlib import metadata
-
     out = {"torch": torch.__version__}
     if format == "onnx":
-        for name in ("onnx", "onnxscript", "onnxruntime"):
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                out[name] = metadata.version(name)
+        out.update(package_versions(("onnx", "onnxscript", "onnxruntime"), python=False))
         out["opset"] = str(OPSET)
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        out["volkd"] = metadata.version("volkd")
+    out.update(package_versions(("volkd",), python=False))
     return out
 
 
