@@ -169,3 +169,14 @@ def test_resolve_split_default_and_file(tmp_path):
     assert np.array_equal(resolve_split(c, tmp_path / "s.json", 1).test, holdout_splits(c, n_repeats=2, seed=5)[1].test)
     with pytest.raises(SplitError, match="--repeat 2 is out of range"):
         resolve_split(c, tmp_path / "s.json", 2)
+
+
+def test_graph_metric_weight_follows_w_kd_unless_given():
+    from volkd.distill import get_kd_loss
+    from volkd.train.api import _kd
+
+    assert _kd("graph", 5.0).w_metric == pytest.approx(0.2)
+    assert _kd({"name": "graph", "affinity": "rbf"}, 2.0).w_metric == pytest.approx(0.5)  # w_kd·L_metric/w_kd = L_metric
+    assert _kd({"name": "graph", "w_metric": 0.0}, 2.0).w_metric == 0.0  # an explicit value wins
+    assert _kd("graph", 0.0).w_metric == get_kd_loss("graph").w_metric  # no KD weight: loss default
+    assert _kd("hinton", 2.0).name == "hinton"

@@ -201,15 +201,18 @@ def _projection(projection: Any, cohort: Cohort, split: Split) -> Any:
     return resolve_reference(spec, cohort.meta, volumes=vols)
 
 
-def _kd(kd: Any) -> Any:
+def _kd(kd: Any, w_kd: float) -> Any:
+    """The KD loss object; for ``graph`` without an explicit ``w_metric``, ``w_metric = 1/w_kd``
+    so the trainer's ``w_kd·total_kd`` is METHOD.md's ``w_kd·(L_fg + L_lg) + L_metric`` for any w_kd."""
     from volkd.distill import KDLoss, get_kd_loss
 
     if isinstance(kd, KDLoss):
         return kd
-    if isinstance(kd, str):
-        return get_kd_loss(kd)
-    d = dict(kd)
-    return get_kd_loss(d.pop("name"), **d)
+    d = {"name": kd} if isinstance(kd, str) else dict(kd)
+    name = d.pop("name")
+    if name == "graph" and "w_metric" not in d and w_kd > 0:
+        d["w_metric"] = 1.0 / w_kd
+    return get_kd_loss(name, **d)
 
 
 def projected_images(cohort: Cohort, norm: Normalizer, spec: Any, idx: np.ndarray, chunk: int = 64) -> np.ndarray:
@@ -243,7 +246,7 @@ def train_student(cohort: Cohort, split: Split, projection: Any, model_spec: Any
     """Train a 2D student on projected images, distilled from a frozen teacher's cached outputs."""
     check_no_leakage(cohort, split)
     config = _config(config)
-    kd_loss = _kd(kd)
+    kd_loss = _kd(kd, config.w_kd)
     teacher = teacher_hash = None
     if kd_loss.requires_teacher:
         if teacher_ckpt is None:
