@@ -23,7 +23,7 @@ def run_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (HOST:PORT or auto); without it Ray starts locally."),
 ) -> None:
     from volkd.experiment.config import load_config, load_profile
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
     from volkd.report.console import headline_rich
 
     cfg = load_config(config) if config is not None else load_profile(profile)
