@@ -10,6 +10,8 @@ from rich.console import Console
 
 from volkd.cli.app import app
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 
 @app.command("run", help="Run (or resume) a 3D-to-2D distillation study and write its report (default: the quick profile).")
 def run_cmd(

@@ -15,7 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from volkd.atomic import check_can_write, write_text
+from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, describe_validation_error, listed_once, one_of
+from volkd.train.config import TrainConfig
 
 #: Projection preset names understood by ``volkd.projection.preset``.
 PROJECTIONS: tuple[str, ...] = ("slice", "slices", "mip", "mean", "std", "entropy", "dynamic", "early", "joint", "fuseme")
@@ -217,10 +220,6 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:
     """Build each KD loss once so a bad parameter is reported with its key."""
-    try:
-        from volkd.distill import get_kd_loss
-    except ImportError:
-        return
     for i, kd in enumerate(cfg.kd):
         try:
             get_kd_loss(kd.name, **kd.params)
@@ -229,11 +228,7 @@ def _check_kd_params(cfg: StudyConfig, where: str) -> None:
 
 
 def _check_train_extra(cfg: StudyConfig, where: str) -> None:
-    """Check ``training.extra`` against volkd.train.TrainConfig when it is importable."""
-    try:
-        from volkd.train.config import TrainConfig
-    except ImportError:  # training layer not installed: checked again when trials run
-        return
+    """Check ``training.extra`` against volkd.train.TrainConfig."""
     unknown = sorted(set(cfg.training.extra) - set(TrainConfig.model_fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) in 'training.extra': {unknown}; allowed: {', '.join(TrainConfig.model_fields)}")
@@ -321,8 +316,6 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
 
 def write_config(path: str | Path, profile: str = "quick", force: bool = False) -> Path:
     """Write the annotated YAML of a built-in profile to ``path`` (refuses to overwrite unless ``force``)."""
-    from volkd.atomic import check_can_write, write_text
-
     path = Path(path)
     check_can_write(path, force)
     cfg = load_profile(profile).model_copy(update={"name": path.stem or profile})
