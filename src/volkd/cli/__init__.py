@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 from rich.console import Console
 
 from volkd.cli.app import app
@@ -37,6 +36,8 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click's own usage errors
+        import click  # here, not at the top: typer does not load click, so --help need not either
+
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             sys.exit(e.exit_code)
