@@ -1,5 +1,5 @@
 """Trial execution, shared by every executor: the study context, the datasets, and one trial
-(SBR baseline, 3D teacher or distilled 2D student) run, scored and stored.
+(SBR or majority-class baseline, 3D teacher or distilled 2D student) run, scored and stored.
 
 A failing trial is stored as failed with its error (the study goes on); both executors
 (volkd.experiment.executors, volkd.experiment.ray_executor) call :func:`run_trial`.
@@ -22,7 +22,9 @@ from volkd.data.splits import Split
 from volkd.data.synth import synthesize
 from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, VolkdError
-from volkd.evaluate import classification_metrics, cohort_sbr, predict_labels, sbr_baseline, sbr_predict
+from volkd.evaluate import (
+    classification_metrics, cohort_sbr, majority_baseline, majority_predict, predict_labels, sbr_baseline, sbr_predict,
+)
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
 from volkd.experiment.progress import ProgressView
 from volkd.experiment.store import StudyStore
@@ -61,11 +63,13 @@ def run_trial(t: Trial, ctx: StudyContext, view: ProgressView) -> dict[str, Any]
     split = ctx.splits[t.repeat]
     start = time.perf_counter()
     role = "teacher" if t.kind == "teacher" else "student"
-    epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind != "sbr" else None
+    epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind in ("teacher", "student") else None
     view.trial(t, epochs)
     try:
         if t.kind == "sbr":
             proba_test, ext, train_info = _sbr_trial(ctx, split)
+        elif t.kind == "majority":
+            proba_test, ext, train_info = _majority_trial(ctx, split)
         else:
             proba_test, ext, train_info = _model_trial(t, ctx, split, view, epochs or 1)
         y = ctx.cohort.y[split.test]
@@ -102,6 +106,12 @@ def _sbr_trial(ctx: StudyContext, split: Split) -> tuple[np.ndarray, dict[str, t
     ext = {n: (c, sbr_predict(info, cohort_sbr(c))) for n, c in ctx.externals.items()}
     keep = {k: info[k] for k in ("C", "C_selection", "coef", "intercept") if k in info}
     return proba, ext, {"model": "sbr+logistic_regression", **keep}
+
+
+def _majority_trial(ctx: StudyContext, split: Split) -> tuple[np.ndarray, dict[str, tuple[Cohort, np.ndarray]], dict[str, Any]]:
+    proba, info = majority_baseline(ctx.cohort, split)
+    ext = {n: (c, majority_predict(info, len(c))) for n, c in ctx.externals.items() if c.class_names == ctx.cohort.class_names}
+    return proba, ext, {"model": "majority_class", **info}
 
 
 def kd_spec(kd: KDConfig) -> dict[str, Any]:
