@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -22,10 +21,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from scipy import ndimage
 
-from volkd.data import atlas
 from volkd.data import synth_calibrate as cal
+from volkd.data.synth_anatomy import Anatomy, anatomy
 from volkd.data.cohort import Cohort, CohortMeta
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, at_least, describe_validation_error
 
 CLASS_NAMES = ["control", "PD"]
 REGIONS = ("caudate_L", "caudate_R", "putamen_L", "putamen_R")
@@ -156,12 +155,7 @@ class SynthConfig(BaseModel):
     #: true except for ``hard``); false: ``contrast`` is the uptake before blur (image SBRs lower)
     calibrate: bool | None = None
 
-    @field_validator("n_subjects")
-    @classmethod
-    def _n(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"must be at least 2 (one per class), got {v}")
-        return v
+    _n = field_validator("n_subjects")(at_least(2, " (one per class)"))
 
     @field_validator("pd_fraction")
     @classmethod
@@ -195,12 +189,7 @@ class SynthConfig(BaseModel):
             raise ValueError(f"is implausibly large ({v})")
         return v
 
-    @field_validator("postfilter_fwhm_mm")
-    @classmethod
-    def _post(cls, v: float | None) -> float | None:
-        if v is not None and v < 0:
-            raise ValueError(f"must be ≥ 0, got {v}")
-        return v
+    _post = field_validator("postfilter_fwhm_mm")(at_least(0))
 
     @field_validator("counts_per_ml", "intensity_scale")
     @classmethod
@@ -241,60 +230,7 @@ def make_config(**options: Any) -> SynthConfig:
     try:
         return SynthConfig(**options).resolved()
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "options"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error":
-            msg = f"{msg}, got {err.get('input')!r}"
-        raise ConfigError(f"synth option {field!r}: {msg}") from None
-
-
-# --------------------------------------------------------------------------- anatomy
-@dataclass(frozen=True)
-class Anatomy:
-    """Precomputed atlas maps of one grid (cached per grid)."""
-
-    grid: tuple[int, int, int]
-    affine: np.ndarray
-    voxel_mm: np.ndarray
-    brain: np.ndarray  # fraction of brain per voxel
-    scalp: np.ndarray  # extracerebral soft tissue (0–1)
-    basis: np.ndarray  # (K, *grid) smooth zero-mean fields inside the brain
-    region_idx: dict[str, np.ndarray]  # flat indices of voxels touched by each region
-    region_frac: dict[str, np.ndarray]  # partial-volume fraction at those voxels
-    putamen_t: dict[str, np.ndarray]  # 0 = posterior end … 1 = anterior end of each putamen
-    head_idx: np.ndarray  # flat indices where counts can be non-zero
-
-
-@functools.lru_cache(maxsize=4)
-def anatomy(grid: tuple[int, int, int]) -> Anatomy:
-    """Atlas-derived maps for ``grid`` over the MNI field of view."""
-    grid = tuple(int(g) for g in grid)  # type: ignore[assignment]
-    aff = atlas.mni_grid_affine(grid)
-    vox = np.linalg.norm(aff[:3, :3], axis=0)
-    brain = atlas.brain_fraction(grid, aff).astype(np.float32)
-    soft = ndimage.gaussian_filter(brain, sigma=6.0 / vox, mode="constant")
-    scalp = (np.clip(soft / 0.12, 0, 1) * (1 - brain)).astype(np.float32)
-    # smooth heterogeneity fields: fixed (seed-independent) random fields of ~25 mm scale
-    rng = np.random.default_rng(12345)
-    basis = []
-    for _ in range(4):
-        f = ndimage.gaussian_filter(rng.standard_normal(grid).astype(np.float32), sigma=12.0 / vox, mode="wrap")
-        f *= brain
-        f /= np.abs(f).max() + 1e-12
-        basis.append(f)
-    idx, frac, tpos = {}, {}, {}
-    for name, lab in atlas.STRIATUM_LABELS.items():
-        fr = atlas.region_fraction((lab,), grid, aff)
-        flat = np.flatnonzero(fr.ravel() > 0.02)
-        idx[name], frac[name] = flat, fr.ravel()[flat].astype(np.float32)
-        if name.startswith("putamen"):
-            y = np.unravel_index(flat, grid)[1].astype(np.float64)
-            w = frac[name]
-            lo, hi = np.min(y[w > 0.3]) if (w > 0.3).any() else y.min(), np.max(y[w > 0.3]) if (w > 0.3).any() else y.max()
-            tpos[name] = np.clip((y - lo) / max(hi - lo, 1.0), 0, 1).astype(np.float32)
-    head = np.flatnonzero((brain + scalp).ravel() > 1e-4)
-    return Anatomy(grid, aff, vox, brain, scalp, np.stack(basis), idx, frac, tpos, head)  # type: ignore[arg-type]
+        raise ConfigError(f"invalid synth options: {describe_validation_error(e, SynthConfig, noun='option')}") from None
 
 
 # --------------------------------------------------------------------------- subjects

@@ -22,15 +22,13 @@ and image noise add is taken out of the drawn one (:func:`typical_component`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import ndimage, optimize, stats
 
 from volkd.data import atlas
-
-if TYPE_CHECKING:  # only for annotations: synth imports this module
-    from volkd.data.synth import Anatomy
+from volkd.data.synth_anatomy import Anatomy
 
 REGIONS = ("caudate_L", "caudate_R", "putamen_L", "putamen_R")
 #: The ROIs of a measurement: the four striatal regions, then the occipital reference.
@@ -60,7 +58,7 @@ def interpolation_variance(sd_vox: float) -> float:
     return float(np.sum(w * u * (1 - u)) / np.sum(w))
 
 
-def misregistration_sd(an: "Anatomy", mask: np.ndarray, shift_mm_sd: float, rotation_deg_sd: float) -> np.ndarray:
+def misregistration_sd(an: Anatomy, mask: np.ndarray, shift_mm_sd: float, rotation_deg_sd: float) -> np.ndarray:
     """Per-axis sd (mm) of the displacement of ``mask``'s centroid under the random misregistration.
 
     Rotation about the grid centre by small angles ω ~ N(0, sd) moves a point r (mm from the
@@ -96,7 +94,7 @@ class RoiOperator:
     ``counts_per_voxel`` = expected counts of a voxel at reference uptake).
     """
 
-    def __init__(self, an: "Anatomy", *, scalp_level: float, heterogeneity: float, blur: bool, noise: bool,
+    def __init__(self, an: Anatomy, *, scalp_level: float, heterogeneity: float, blur: bool, noise: bool,
                  misregister: bool, postfilter_fwhm_mm: float, shift_mm_sd: float, rotation_deg_sd: float,
                  counts_per_voxel: float) -> None:
         self.an = an
@@ -239,7 +237,7 @@ class RoiOperator:
                 "diff": var({"putamen_L": 1.0, "putamen_R": -1.0})}
 
 
-def region_profile(an: "Anatomy", region: str, beta: float) -> np.ndarray:
+def region_profile(an: Anatomy, region: str, beta: float) -> np.ndarray:
     """Relative uptake inside ``region`` at its voxels: putamen exp(β(t − ½)) normalised to mean 1, else 1."""
     if not region.startswith("putamen"):
         return np.ones(len(an.region_idx[region]), dtype=np.float32)
