@@ -54,6 +54,9 @@ def project_cmd(
     base_method: str | None = typer.Option(None, "--base", help="Method of the early/joint presets (default slice)."),
     ref: str | None = typer.Option(None, "--ref", help="Explicit reference slices, e.g. axial=32,coronal=40 (default: striatum centre)."),
     size: str | None = typer.Option(None, "--size", help="Output image size H,W (default: native, or the largest view's)."),
+    ref_mode: str | None = typer.Option(None, "--ref-mode", help="Sagittal reference: midline (one view between the striata) or hemispheres (one view per striatum); default: the preset's (method 'all': hemispheres)."),
+    slab: str | None = typer.Option(None, "--slab", help="Whole-axis methods (mip, mean, std, entropy, dynamic): 'striatum' reads only the slices spanning the striatum (+ --slab-margin), 'none' the whole axis; default: the preset's."),
+    slab_margin: int | None = typer.Option(None, "--slab-margin", help="Slices added on each side of the striatal slab (default 2)."),
     mask_striatum: bool = typer.Option(False, "--mask-striatum", help="Crop each image to the striatum's box (+ margin), then resize."),
     no_minmax: bool = typer.Option(False, "--no-minmax", help="Do not min-max scale dynamic images."),
     per_class: int = typer.Option(2, "--per-class", help="Scans of each class in the gallery (0: no gallery)."),
@@ -64,13 +67,19 @@ def project_cmd(
     from volkd.projection.dataset import load_projection, write_method_gallery, write_projection
 
     c = Cohort.load(cohort)
+    if slab is not None and slab not in ("striatum", "none"):
+        raise ConfigError(f"--slab must be 'striatum' or 'none', got {slab!r}")
     fields: dict[str, Any] = {k: v for k, v in dict(
         views=_views(views), fusion=fusion, epsilon=epsilon, method=base_method, ref_index=_ref(ref), out_size=_size(size),
+        ref_mode=ref_mode, slab_margin=slab_margin,
     ).items() if v is not None}
+    if slab is not None:
+        fields["slab"] = None if slab == "none" else slab
     fields.update(mask_striatum=mask_striatum, dynamic_minmax=not no_minmax)
     if method == "all":
+        keep = ("ref_index", "out_size", "mask_striatum", "dynamic_minmax", "ref_mode", "slab", "slab_margin")
         path = write_method_gallery(c, out, fields.get("views", ["axial", "coronal", "sagittal"]), epsilon=fields.get("epsilon", 1),
-                                    force=force, per_class=max(per_class, 1), **{k: fields[k] for k in ("ref_index", "out_size", "mask_striatum", "dynamic_minmax") if k in fields})
+                                    force=force, per_class=max(per_class, 1), **{k: fields[k] for k in keep if k in fields})
         console.print(f"wrote a gallery of every method to {path / 'gallery.png'}")
         return
     spec = preset(method, **fields)

@@ -31,7 +31,7 @@ def write_galleries(cfg: StudyConfig, store: StudyStore, cohort: Cohort, splits:
     groups: dict[tuple[str, ...], list[Any]] = {}
     for p in cfg.projections:
         spec = resolve_reference(preset(p), cohort.meta, volumes=np.asarray(cohort.volumes[np.sort(splits[0].train)]))
-        groups.setdefault(tuple(spec.views), []).append(spec)
+        groups.setdefault(tuple(spec.slots), []).append(spec)
     fig_dir = store.root / "figures"
     for old in fig_dir.glob("gallery-*.png"):
         old.unlink()

@@ -94,11 +94,11 @@ def _cams(model: nn.Module, multiview: bool, layers: list[str]) -> list[Any]:
 
 
 def _view_images(spec: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Each view's display image (its middle channel) from one scan's projection."""
+    """Each view slot's display image (its middle channel) from one scan's projection."""
     c = spec.channels_per_view
     if spec.multiview:
-        return {v: images[i, c // 2] for i, v in enumerate(spec.views)}
-    return {v: images[i * c + c // 2] for i, v in enumerate(spec.views)}
+        return {v: images[i, c // 2] for i, v in enumerate(spec.slots)}
+    return {v: images[i * c + c // 2] for i, v in enumerate(spec.slots)}
 
 
 def _overlay(ax: Any, image: np.ndarray, cam: np.ndarray, title: str) -> None:
@@ -207,11 +207,11 @@ def explain_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], out
                 if spec.multiview:
                     per = [cam(t, class_idx=k).detach().numpy()[:, 0] for cam in cams]  # shared: (V,H,W); per-view encoders: V × (1,H,W)
                     maps = per[0] if len(per) == 1 else np.concatenate(per)
-                    ex.maps = {v: maps[i].astype(np.float32) for i, v in enumerate(spec.views)}
+                    ex.maps = {v: maps[i].astype(np.float32) for i, v in enumerate(spec.slots)}
                 else:
                     m = cams[0](t, class_idx=k)[0, 0].detach().numpy().astype(np.float32)
-                    ex.maps = {v: m for v in spec.views}
-                panels = [(images[v], ex.maps[v], v) for v in spec.views]
+                    ex.maps = {v: m for v in spec.slots}
+                panels = [(images[v], ex.maps[v], v) for v in spec.slots]
                 _save_png(tmp / f"{name}_gradcam.png", panels, title)
                 np.savez_compressed(tmp / f"{name}_gradcam.npz", **ex.maps)
                 ex.files += [f"{name}_gradcam.png", f"{name}_gradcam.npz"]

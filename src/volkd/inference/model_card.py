@@ -34,7 +34,7 @@ def _projection_lines(ck: Any, in_graph: bool) -> list[str]:
     spec = ck.projection_spec
     if spec is None:
         return ["- Projection: none (3D teacher: the volume itself, one channel)."]
-    keys = ("method", "views", "fusion", "epsilon", "ref_index", "out_size", "mask_striatum", "dynamic_minmax")
+    keys = ("method", "views", "fusion", "epsilon", "ref_mode", "ref_index", "slab", "axis_range", "out_size", "mask_striatum", "dynamic_minmax")
     desc = ", ".join(f"{k}={spec.get(k)}" for k in keys if k in spec)
     where = "inside the exported graph" if in_graph else (
         "NOT in the graph: a pre-step (normalise, then `volkd.projection.project` with this spec; "

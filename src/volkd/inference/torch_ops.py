@@ -19,6 +19,7 @@ from volkd.data.atlas import occipital_mask
 from volkd.data.cohort import VIEW_AXIS
 from volkd.errors import ConfigError
 from volkd.projection import rank_pool_weights
+from volkd.projection.spec import MIRRORED_SLOTS, SLOT_VIEW
 
 #: Projection methods that can be computed inside the exported graph.
 IN_GRAPH_METHODS = ("slice", "slices", "mip", "mean", "std", "dynamic")
@@ -72,24 +73,35 @@ class TorchProjection(nn.Module):
         self.spec = spec
         self.grid = tuple(int(g) for g in grid)
         self.size = spec.target_size(self.grid)
+        # the slices each view slot reads: its slab / hemisphere (whole-axis methods), else the whole axis
+        self.ranges: dict[str, tuple[int, int]] = {}
+        for slot in spec.slots:
+            length = self.grid[VIEW_AXIS[SLOT_VIEW[slot]]]
+            rng = (spec.axis_range or {}).get(slot) if spec.needs_axis_range(slot) else None
+            self.ranges[slot] = (int(rng[0]), int(rng[1])) if rng is not None else (0, length)
         if spec.method == "dynamic":
-            for view in spec.views:
-                t = self.grid[VIEW_AXIS[view]]
-                self.register_buffer(f"alpha_{view}", torch.as_tensor(rank_pool_weights(t).astype(np.float32)))
+            for slot in spec.slots:
+                first, stop = self.ranges[slot]
+                self.register_buffer(f"alpha_{slot}", torch.as_tensor(rank_pool_weights(stop - first).astype(np.float32)))
 
-    def _method(self, x: torch.Tensor, view: str) -> torch.Tensor:
-        s, dim = self.spec, 1 + VIEW_AXIS[view]
+    def _method(self, x: torch.Tensor, slot: str) -> torch.Tensor:
+        s, dim = self.spec, 1 + VIEW_AXIS[SLOT_VIEW[slot]]
         if s.method in ("slice", "slices"):
             eps = s.epsilon if s.method == "slices" else 0
-            ref = int(s.ref_index[view])
+            ref = int(s.ref_index[slot])
             return x.narrow(dim, ref - eps, 2 * eps + 1).movedim(dim, 1)
+        first, stop = self.ranges[slot]
+        if (first, stop) != (0, int(x.shape[dim])):
+            x = x.narrow(dim, first, stop - first)
+        if slot in MIRRORED_SLOTS:
+            x = x.flip(dim)
         if s.method == "mip":
             return x.amax(dim=dim).unsqueeze(1)
         if s.method == "mean":
             return x.mean(dim=dim).unsqueeze(1)
         if s.method == "std":
             return x.var(dim=dim, unbiased=False).clamp_min(0).sqrt().unsqueeze(1)
-        alpha: torch.Tensor = getattr(self, f"alpha_{view}")
+        alpha: torch.Tensor = getattr(self, f"alpha_{slot}")
         shape = [1, 1, 1, 1]
         shape[dim] = alpha.numel()
         img = (x * alpha.reshape(shape)).sum(dim=dim)
@@ -107,10 +119,10 @@ class TorchProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spec
         views = []
-        for view in s.views:
-            img = _orient(self._method(x, view))
+        for slot in s.slots:
+            img = _orient(self._method(x, slot))
             if s.mask_striatum:
-                r0, r1, c0, c1 = s.crop_box[view]
+                r0, r1, c0, c1 = s.crop_box[SLOT_VIEW[slot]]
                 if s.mask_mode == "crop":
                     img = img[..., r0:r1, c0:c1]
                 else:

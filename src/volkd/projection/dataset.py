@@ -74,9 +74,16 @@ def write_projection(
 
 
 def all_method_specs(views: list[str], epsilon: int = 1, **fields: Any) -> list[ProjectionSpec]:
-    """One spec per registered method on ``views`` (early fusion when several views)."""
-    fusion = "early" if len(views) > 1 else "none"
-    return [ProjectionSpec(method=m, views=views, fusion=fusion, epsilon=epsilon, name=m, **fields) for m in METHODS]
+    """One spec per registered method on ``views`` (early fusion when several view slots).
+
+    ``ref_mode`` defaults to ``hemispheres`` when ``views`` include the sagittal one, so that every
+    panel shows a striatum (a midline sagittal slice falls between the two).
+    """
+    fields = {"ref_mode": "hemispheres" if "sagittal" in views else "midline", **fields}
+    n_slots = len(views) + (1 if fields["ref_mode"] == "hemispheres" else 0)
+    fusion = "early" if n_slots > 1 else "none"
+    return [ProjectionSpec(method=m, views=views, fusion=fusion, epsilon=epsilon, name=m,
+                           **{k: v for k, v in fields.items() if k != "slab" or not METHODS[m].needs_reference}) for m in METHODS]
 
 
 def write_method_gallery(
@@ -84,9 +91,12 @@ def write_method_gallery(
 ) -> Path:
     """Write ``gallery.png`` of every method on ``views`` (+ the resolved specs) atomically to ``out_dir``."""
     specs = all_method_specs(views, epsilon, **fields)
-    ref = resolve_reference(next(s for s in specs if s.method == "slices"), cohort)  # the mean image once, ε-clamped
+    # the reference (a mean image for non-MNI cohorts) is computed once per kind: slices (ε-clamped), whole-axis ranges
+    ref = resolve_reference(next(s for s in specs if s.method == "slices"), cohort)
+    whole = next(s for s in specs if not METHODS[s.method].needs_reference)
+    ranges = resolve_reference(whole, cohort).axis_range if any(whole.needs_axis_range(x) for x in whole.slots) else None
     shared = {k: getattr(ref, k) for k in ("ref_index", "grid_shape", "ref_source", "crop_box")}
-    specs = [s.replace(**shared) for s in specs]
+    specs = [s.replace(**shared, **({"axis_range": ranges} if not METHODS[s.method].needs_reference else {})) for s in specs]
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, force=force) as tmp:
         (tmp / GALLERY_FILE).write_bytes(render_gallery(cohort, specs, per_class))

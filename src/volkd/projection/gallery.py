@@ -28,9 +28,9 @@ def _offset(k: int) -> str:
 
 
 def gallery_rows(images: np.ndarray, spec: ProjectionSpec) -> list[tuple[str, np.ndarray]]:
-    """One labelled row per output channel of ``spec``: (label, array N×V×H×W over the spec's views)."""
+    """One labelled row per output channel of ``spec``: (label, array N×V×H×W over the spec's view slots)."""
     n, c = images.shape[0], spec.channels_per_view
-    per_view = images if spec.multiview else images.reshape((n, len(spec.views), c) + images.shape[-2:])
+    per_view = images if spec.multiview else images.reshape((n, len(spec.slots), c) + images.shape[-2:])
     rows = []
     for k in range(c):
         what = _offset(k - spec.epsilon) if spec.method == "slices" else ("c" if spec.method == "slice" else "")
@@ -41,26 +41,31 @@ def gallery_rows(images: np.ndarray, spec: ProjectionSpec) -> list[tuple[str, np
 def render_gallery(cohort: Cohort, specs: list[ProjectionSpec], n_per_class: int = 2, cmap: str = "gray") -> bytes:
     """PNG bytes: one row per spec × channel; one column per scan × view (``n_per_class`` scans of each class).
 
-    All specs must share their views. Each panel is min–max scaled on its own.
+    All specs must share their view slots (views, and the sagittal split of ``ref_mode``). Each
+    panel is min–max scaled on its own; titles give each slot's reference slice or slab.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not specs:
         raise ConfigError("gallery: no projection specs given")
-    views = specs[0].views
-    if any(s.views != views for s in specs):
-        raise ConfigError(f"gallery: all specs must share their views; got {[s.views for s in specs]}")
+    views = specs[0].slots
+    if any(s.slots != views for s in specs):
+        raise ConfigError(f"gallery: all specs must share their views; got {[s.slots for s in specs]}")
     idx = pick_scans(cohort, n_per_class)
     vols = np.asarray(cohort.volumes[idx], dtype=np.float32)
     names = [f"{cohort.class_names[k]} {sid}" for k, sid in zip(cohort.y[idx], cohort.scan_ids[idx])]
     rows: list[tuple[str, np.ndarray]] = []
-    refs: dict[str, int] = {}
+    refs: dict[str, str] = {}
     for spec in specs:
         if spec.grid_shape is None:
             spec = resolve_reference(spec, cohort)
-        if METHODS[spec.method].needs_reference:
-            refs.update(spec.ref_index or {})
+        for slot in spec.slots:
+            if METHODS[spec.method].needs_reference:
+                refs.setdefault(slot, f"c={(spec.ref_index or {})[slot]}")
+            elif spec.needs_axis_range(slot) and spec.axis_range and slot in spec.axis_range:
+                first, stop = spec.axis_range[slot]
+                refs.setdefault(slot, f"{first}–{stop - 1}")
         rows += gallery_rows(project(vols, spec), spec)
     nrows, ncols = len(rows), len(idx) * len(views)
     fig = Figure(figsize=(1.3 * ncols + 0.9, 1.35 * nrows + 0.7), dpi=100)
@@ -74,7 +79,7 @@ def render_gallery(cohort: Cohort, specs: list[ProjectionSpec], n_per_class: int
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
-                    ref = f" (c={refs[view]})" if view in refs else ""
+                    ref = f" ({refs[view]})" if view in refs else ""
                     ax.set_title(f"{names[s]}\n{view}{ref}", fontsize=7)
                 if s == 0 and v == 0:
                     ax.set_ylabel(label, fontsize=7)

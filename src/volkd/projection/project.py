@@ -9,7 +9,7 @@ import numpy as np
 from volkd.data.cohort import VIEW_AXIS
 from volkd.errors import ConfigError
 from volkd.projection.methods import METHODS, orient
-from volkd.projection.spec import ProjectionSpec
+from volkd.projection.spec import MIRRORED_SLOTS, SLOT_VIEW, ProjectionSpec
 
 #: Bytes of input volumes processed per chunk (intermediates are a few times this).
 CHUNK_BYTES = 64 * 2**20
@@ -28,11 +28,25 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return y.numpy().reshape(lead + tuple(size))
 
 
-def _view_images(block: np.ndarray, spec: ProjectionSpec, view: str, size: tuple[int, int]) -> np.ndarray:
-    """One view's displayed, masked and resized images: n×C×H×W float32."""
+def axis_slab(block: np.ndarray, axis: int, first: int | None, stop: int | None, step: int = 1) -> np.ndarray:
+    """Slices ``first … stop−1`` (every ``step``) of volume ``axis`` of an n×X×Y×Z block (basic slicing: a view, memmap-friendly)."""
+    index = [slice(None)] * 4
+    index[axis + 1] = slice(first, stop, step)
+    return block[tuple(index)]
+
+
+def _view_images(block: np.ndarray, spec: ProjectionSpec, slot: str, size: tuple[int, int]) -> np.ndarray:
+    """One slot's displayed, masked and resized images: n×C×H×W float32."""
     method = METHODS[spec.method]
-    ref = (spec.ref_index or {}).get(view)
-    img = method.fn(block, VIEW_AXIS[view], ref=ref, epsilon=spec.epsilon, minmax=spec.dynamic_minmax)
+    view = SLOT_VIEW[slot]
+    axis = VIEW_AXIS[view]
+    ref = (spec.ref_index or {}).get(slot)
+    rng = (spec.axis_range or {}).get(slot) if spec.needs_axis_range(slot) else None
+    if rng is not None:  # a whole-axis method on the slab / hemisphere only
+        block = axis_slab(block, axis, int(rng[0]), int(rng[1]))
+    if slot in MIRRORED_SLOTS and not method.needs_reference:
+        block = axis_slab(block, axis, None, None, step=-1)  # read lateral → medial, like the left hemisphere
+    img = method.fn(block, axis, ref=ref, epsilon=spec.epsilon, minmax=spec.dynamic_minmax)
     img = orient(img)
     if spec.mask_striatum:
         r0, r1, c0, c1 = spec.crop_box[view]  # type: ignore[index]  # validated
@@ -83,8 +97,8 @@ def project(
     c = spec.channels_per_view
     for i in range(0, n, step):
         block = volumes[i:i + step]
-        for v, view in enumerate(spec.views):
-            img = _view_images(block, spec, view, size)
+        for v, slot in enumerate(spec.slots):
+            img = _view_images(block, spec, slot, size)
             if spec.multiview:
                 out[i:i + step, v] = img
             else:

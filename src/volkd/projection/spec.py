@@ -14,6 +14,17 @@ VIEWS = ("axial", "coronal", "sagittal")
 FUSIONS = ("none", "early", "joint")
 MASK_MODES = ("crop", "zero")
 REF_SOURCES = ("explicit", "atlas", "mean_image")
+#: Where the sagittal view looks: ``midline`` (one view through the striatum's centre, i.e.
+#: between the two striata) or ``hemispheres`` (two views, one per hemisphere: the left and the
+#: right striatum; for whole-axis methods, that hemisphere's part of the axis).
+REF_MODES = ("midline", "hemispheres")
+#: The per-hemisphere sagittal views of ``ref_mode='hemispheres'`` (RAS: low x = patient's left).
+HEMISPHERE_SLOTS = ("sagittal_L", "sagittal_R")
+#: Slots whose slices whole-axis methods read in decreasing x, so both hemispheres are read
+#: lateral → medial (matters for the order-dependent dynamic image).
+MIRRORED_SLOTS = ("sagittal_R",)
+#: ``slab``: whole-axis methods read only the slices spanning the striatum (+ ``slab_margin``).
+SLABS = ("striatum",)
 
 #: Presets by name: each method alone (axial view), early / joint fusion of three views, FuseMe.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -48,6 +59,10 @@ class ProjectionSpec(BaseModel):
     grid_shape: tuple[int, int, int] | None = None
     ref_source: str | None = None
     name: str | None = None
+    ref_mode: str = "midline"
+    slab: str | None = None
+    slab_margin: int = 2
+    axis_range: dict[str, tuple[int, int]] | None = None  # slot → [first, stop) slices a whole-axis method reads
 
     # ------------------------------------------------------------------ validation
     @model_validator(mode="wrap")
@@ -84,7 +99,9 @@ class ProjectionSpec(BaseModel):
     _fusion = field_validator("fusion")(one_of("fusion", FUSIONS))
     _mask_mode = field_validator("mask_mode")(one_of("mask_mode", MASK_MODES))
     _ref_source = field_validator("ref_source")(one_of("ref_source", REF_SOURCES))
-    _non_negative = field_validator("epsilon", "crop_margin")(at_least(0))
+    _ref_mode = field_validator("ref_mode")(one_of("ref_mode", REF_MODES))
+    _slab = field_validator("slab")(one_of("slab", SLABS))
+    _non_negative = field_validator("epsilon", "crop_margin", "slab_margin")(at_least(0))
 
     @field_validator("out_size")
     @classmethod
@@ -105,9 +122,9 @@ class ProjectionSpec(BaseModel):
     def _ref_index(cls, v: dict[str, int] | None) -> dict[str, int] | None:
         if v is None:
             return v
-        bad = [k for k in v if k not in VIEW_AXIS]
+        bad = [k for k in v if k not in SLOT_VIEW]
         if bad:
-            raise ValueError(f"unknown view(s) {bad}; keys must be among {list(VIEWS)}")
+            raise ValueError(f"unknown view(s) {bad}; keys must be among {list(SLOT_VIEW)}")
         neg = {k: i for k, i in v.items() if i < 0}
         if neg:
             raise ValueError(f"slice indices must be ≥ 0, got {neg}")
@@ -125,14 +142,45 @@ class ProjectionSpec(BaseModel):
                 raise ValueError(f"box for {k!r} must be (row0, row1, col0, col1) with 0 ≤ row0 < row1 and 0 ≤ col0 < col1, got {(r0, r1, c0, c1)}")
         return v
 
+    @field_validator("axis_range")
+    @classmethod
+    def _axis_range(cls, v: dict[str, tuple[int, int]] | None) -> dict[str, tuple[int, int]] | None:
+        if v is None:
+            return v
+        for k, (lo, hi) in v.items():
+            if k not in SLOT_VIEW:
+                raise ValueError(f"unknown view {k!r}; keys must be among {list(SLOT_VIEW)}")
+            if not 0 <= lo < hi:
+                raise ValueError(f"range for {k!r} must be (first, stop) with 0 ≤ first < stop, got {(lo, hi)}")
+        return dict(v)
+
     def _check_consistent(self) -> None:
-        n = len(self.views)
+        n = len(self.slots)
+        split = " (ref_mode='hemispheres' makes the sagittal view two: left and right)" if self.ref_mode == "hemispheres" else ""
         if self.fusion == "none" and n != 1:
-            raise ConfigError(f"ProjectionSpec.views: fusion='none' takes exactly one view, got {n} {self.views}; use fusion='early' (views stacked as channels) or 'joint' (one input per view)")
+            raise ConfigError(f"ProjectionSpec.views: fusion='none' takes exactly one view, got {n} {self.slots}{split}; use fusion='early' (views stacked as channels) or 'joint' (one input per view)")
         if self.fusion in ("early", "joint") and n < 2:
             raise ConfigError(f"ProjectionSpec.views: fusion={self.fusion!r} needs at least two views, got {self.views}; use fusion='none' for a single view")
+        if self.ref_mode == "hemispheres" and "sagittal" not in self.views:
+            raise ConfigError(f"ProjectionSpec.ref_mode: 'hemispheres' splits the sagittal view, but views are {self.views}; "
+                              "add 'sagittal' or use ref_mode='midline'")
+        if self.slab is not None and METHODS[self.method].needs_reference:
+            raise ConfigError(f"ProjectionSpec.slab: {self.method!r} reads the reference slices, not the whole axis; "
+                              f"slab applies to {[m for m, x in METHODS.items() if not x.needs_reference]}")
         if self.grid_shape is not None:
             self.validate_for(self.grid_shape, require_reference=False)
+
+    @property
+    def slots(self) -> list[str]:
+        """The view images the model receives, in order: ``views``, with ``sagittal`` → ``sagittal_L``, ``sagittal_R``
+        when ``ref_mode='hemispheres'``."""
+        if self.ref_mode != "hemispheres":
+            return list(self.views)
+        return [s for v in self.views for s in (HEMISPHERE_SLOTS if v == "sagittal" else (v,))]
+
+    def needs_axis_range(self, slot: str) -> bool:
+        """Whether a whole-axis method reads only part of ``slot``'s axis (a slab, or a hemisphere)."""
+        return not METHODS[self.method].needs_reference and (self.slab is not None or slot in HEMISPHERE_SLOTS)
 
     def validate_for(self, grid_shape: tuple[int, ...], require_reference: bool = True) -> None:
         """Check the spec against a volume grid (ε, reference indices, crop boxes); raise ConfigError."""
@@ -140,17 +188,18 @@ class ProjectionSpec(BaseModel):
         if len(grid) != 3:
             raise ConfigError(f"ProjectionSpec: volumes must be 3-D (D×H×W), got a grid of {grid}")
         method = METHODS[self.method]
-        for view in self.views:
+        for slot in self.slots:
+            view = SLOT_VIEW[slot]
             length = grid[VIEW_AXIS[view]]
             if self.method == "slices" and 2 * self.epsilon + 1 > length:
                 raise ConfigError(
                     f"ProjectionSpec.epsilon: ε={self.epsilon} needs {2 * self.epsilon + 1} slices but the {view} axis of "
                     f"grid {grid} has {length}; use ε ≤ {(length - 1) // 2}"
                 )
-            ref = (self.ref_index or {}).get(view)
+            ref = (self.ref_index or {}).get(slot)
             if method.needs_reference and ref is None and require_reference:
                 raise ConfigError(
-                    f"ProjectionSpec.ref_index: no reference slice for the {view} view (method {self.method!r}); "
+                    f"ProjectionSpec.ref_index: no reference slice for the {slot} view (method {self.method!r}); "
                     "call volkd.projection.resolve_reference(spec, cohort) or set ref_index explicitly"
                 )
             if ref is not None and method.needs_reference:
@@ -158,9 +207,19 @@ class ProjectionSpec(BaseModel):
                 if ref - eps < 0 or ref + eps > length - 1:
                     what = f"slices {ref - eps}…{ref + eps}" if eps else f"slice {ref}"
                     raise ConfigError(
-                        f"ProjectionSpec.ref_index[{view!r}]={ref}: {what} out of range; the {view} axis of grid "
+                        f"ProjectionSpec.ref_index[{slot!r}]={ref}: {what} out of range; the {view} axis of grid "
                         f"{grid} has slices 0…{length - 1}" + (f" (with ε={eps}, use {eps}…{length - 1 - eps})" if eps else "")
                     )
+            rng = (self.axis_range or {}).get(slot)
+            if self.needs_axis_range(slot) and rng is None and require_reference:
+                why = f"slab={self.slab!r}" if self.slab else "ref_mode='hemispheres'"
+                raise ConfigError(
+                    f"ProjectionSpec.axis_range: no slice range for the {slot} view ({why}); "
+                    "call volkd.projection.resolve_reference(spec, cohort) or set axis_range explicitly"
+                )
+            if rng is not None and rng[1] > length:
+                raise ConfigError(f"ProjectionSpec.axis_range[{slot!r}]={tuple(rng)}: beyond the {view} axis of grid {grid} "
+                                  f"(slices 0…{length - 1}; stop ≤ {length})")
         if self.mask_striatum:
             boxes = self.crop_box or {}
             for view in self.views:
@@ -189,31 +248,33 @@ class ProjectionSpec(BaseModel):
 
     @property
     def n_views(self) -> int:
-        """Separate view inputs the model receives (``ModelSpec.n_views``): V for joint fusion, else 1."""
-        return len(self.views) if self.multiview else 1
+        """Separate view inputs the model receives (``ModelSpec.n_views``): V (= len(slots)) for joint fusion, else 1."""
+        return len(self.slots) if self.multiview else 1
 
     @property
     def in_channels(self) -> int:
-        """Channels of the model's input image: V·C for early fusion, else C (per view)."""
+        """Channels of the model's input image: V·C for early fusion (V = len(slots)), else C (per view)."""
         c = self.channels_per_view
-        return c * len(self.views) if self.fusion == "early" else c
+        return c * len(self.slots) if self.fusion == "early" else c
 
     @property
     def label(self) -> str:
         """A short human-readable name, e.g. ``fuseme`` or ``mip-axial``."""
         if self.name:
             return self.name
-        return f"{self.method}-{'+'.join(self.views)}" + (f"-{self.fusion}" if self.fusion != "none" else "")
+        return (f"{self.method}-{'+'.join(self.views)}" + (f"-{self.fusion}" if self.fusion != "none" else "")
+                + ("-hemispheres" if self.ref_mode == "hemispheres" else "") + (f"-slab:{self.slab}" if self.slab else ""))
 
     def image_sizes(self, grid_shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
-        """Each view's image size (rows, cols) before resizing (after cropping when masked)."""
+        """Each slot's image size (rows, cols) before resizing (after cropping when masked)."""
         out = {}
-        for view in self.views:
+        for slot in self.slots:
+            view = SLOT_VIEW[slot]
             h, w = image_shape(grid_shape, view)
             if self.mask_striatum and self.mask_mode == "crop" and self.crop_box and view in self.crop_box:
                 r0, r1, c0, c1 = self.crop_box[view]
                 h, w = r1 - r0, c1 - c0
-            out[view] = (h, w)
+            out[slot] = (h, w)
         return out
 
     def target_size(self, grid_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -227,12 +288,16 @@ class ProjectionSpec(BaseModel):
         """Shape of one scan's output: (C, H, W) or (V, C, H, W) for joint fusion."""
         h, w = self.target_size(grid_shape)
         if self.multiview:
-            return (len(self.views), self.channels_per_view, h, w)
+            return (len(self.slots), self.channels_per_view, h, w)
         return (self.in_channels, h, w)
 
     def replace(self, **changes: Any) -> "ProjectionSpec":
         """A validated copy with ``changes`` applied."""
         return ProjectionSpec(**{**self.model_dump(), **changes})
+
+
+#: View of each slot name (a view is its own slot).
+SLOT_VIEW: dict[str, str] = {**{v: v for v in VIEWS}, **{s: "sagittal" for s in HEMISPHERE_SLOTS}}
 
 
 def image_shape(grid_shape: tuple[int, ...], view: str) -> tuple[int, int]:
@@ -253,6 +318,13 @@ def preset(name: str, **overrides: Any) -> ProjectionSpec:
         label = f"{name}-{overrides['method']}"
     elif changed:
         label = None  # no longer the named preset: labelled by its fields
+    if label is not None:  # a non-default sagittal reference or slab is part of the name
+        ref_mode = overrides.get("ref_mode", base.get("ref_mode", "midline"))
+        if ref_mode != base.get("ref_mode", "midline"):
+            label += f"-{ref_mode}"
+        slab = overrides.get("slab", base.get("slab"))
+        if slab != base.get("slab"):
+            label += f"-slab:{slab}" if slab else "-full"
     fields = {**base, "name": label, **overrides}
     return ProjectionSpec(**fields)
 
