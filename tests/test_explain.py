@@ -63,14 +63,14 @@ def test_student_maps_per_view_have_the_projected_shape(setup, tmp_path):
     results, _ = explain_scans(ck, [setup["scan"]], out, class_name="PD")
     r = results[0]
     assert r.class_name == "PD"
-    assert list(r.maps) == ["axial", "coronal", "sagittal"]
+    assert list(r.maps) == ["axial", "coronal", "sagittal_L", "sagittal_R"] == spec.slots  # FuseMe: a sagittal view per hemisphere
     h, w = spec.output_shape((16, 16, 16))[-2:]
     for view, m in r.maps.items():
         assert m.shape == (h, w), view
         assert np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1 + 1e-6
     assert any(m.std() > 1e-3 for m in r.maps.values())
     saved = np.load(out / "subject_x_gradcam.npz")
-    assert sorted(saved.files) == ["axial", "coronal", "sagittal"]
+    assert sorted(saved.files) == ["axial", "coronal", "sagittal_L", "sagittal_R"]
     np.testing.assert_array_equal(saved["coronal"], r.maps["coronal"])
     assert (out / "subject_x_gradcam.png").stat().st_size > 1000
     assert not list(out.glob("*.nii.gz"))
@@ -81,7 +81,7 @@ def test_student_with_one_encoder_per_view(setup, tmp_path):
     assert load_checkpoint(student).model_spec["shared_encoder"] is False
     results, _ = explain_scans(student, [setup["scan"]], tmp_path / "ex")
     maps = results[0].maps
-    assert list(maps) == ["axial", "coronal", "sagittal"] and all(m.shape == (16, 16) for m in maps.values())
+    assert list(maps) == ["axial", "coronal", "sagittal_L", "sagittal_R"] and all(m.shape == (16, 16) for m in maps.values())
     assert all(np.isfinite(m).all() for m in maps.values())
 
 

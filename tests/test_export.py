@@ -96,12 +96,14 @@ def test_refusals(setup, tmp_path, monkeypatch):
 def test_torch_projection_matches_numpy(grid):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, *grid)).astype(np.float32)
-    ref = {"axial": 6, "coronal": 7, "sagittal": 5}
-    specs = [preset(m, ref_index=ref) for m in ("slice", "slices", "mip", "mean", "std", "dynamic")]
-    specs += [preset("fuseme", ref_index=ref), preset("early", ref_index=ref), preset("joint", method="dynamic"),
+    ref = {"axial": 6, "coronal": 7, "sagittal": 5, "sagittal_L": 3, "sagittal_R": 8}
+    half = {"sagittal_L": (0, 6), "sagittal_R": (6, grid[0])}
+    specs = [preset(m, ref_index=ref) for m in ("slice", "slices", "mip", "mean", "std")]
+    specs += [preset("dynamic", axis_range={"axial": (3, 10)}), preset("dynamic", slab=None)]
+    specs += [preset("fuseme", ref_index=ref), preset("early", ref_index=ref), preset("joint", method="dynamic", axis_range=half),
               preset("early", method="std", out_size=(20, 18)),
-              preset("joint", method="mip", mask_striatum=True, crop_box={"axial": (2, 9, 3, 10), "coronal": (1, 8, 2, 9), "sagittal": (0, 5, 1, 9)}),
-              preset("joint", method="mip", mask_striatum=True, mask_mode="zero", crop_box={"axial": (2, 9, 3, 10), "coronal": (1, 8, 2, 9), "sagittal": (0, 5, 1, 9)})]
+              preset("joint", method="mip", axis_range=half, mask_striatum=True, crop_box={"axial": (2, 9, 3, 10), "coronal": (1, 8, 2, 9), "sagittal": (0, 5, 1, 9)}),
+              preset("joint", method="mip", axis_range=half, mask_striatum=True, mask_mode="zero", crop_box={"axial": (2, 9, 3, 10), "coronal": (1, 8, 2, 9), "sagittal": (0, 5, 1, 9)})]
     for spec in specs:
         want = project(x, spec)
         got = TorchProjection(spec, grid)(torch.from_numpy(x)).numpy()

@@ -33,12 +33,13 @@ def cohort_dir(tmp_path):
 
 def test_cli_writes_fuseme_dataset_and_gallery(cohort_dir, tmp_path) -> None:
     out = tmp_path / "proj"
-    res = CliRunner().invoke(app, ["project", str(cohort_dir), "--out", str(out), "--method", "fuseme", "--size", "16,16"])
+    res = CliRunner().invoke(app, ["project", str(cohort_dir), "--out", str(out), "--method", "fuseme", "--size", "16,16",
+                                   "--ref-mode", "midline"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == ["gallery.png", "images.npy", "projection.json", "scans.csv", "spec.json"]
     ds = load_projection(out)
     assert ds.images.shape == (8, 3, 3, 16, 16)
-    assert ds.spec.name == "fuseme" and ds.spec.ref_source == "mean_image"
+    assert ds.spec.name == "fuseme-midline" and ds.spec.ref_source == "mean_image"
     assert ds.spec.ref_index == {"sagittal": 9, "coronal": 13, "axial": 10}
     cohort = Cohort.load(cohort_dir)
     np.testing.assert_array_equal(np.asarray(ds.images), project(cohort.volumes, ds.spec))
@@ -48,6 +49,16 @@ def test_cli_writes_fuseme_dataset_and_gallery(cohort_dir, tmp_path) -> None:
     assert info["in_channels"] == 3 and info["n_views"] == 3 and "versions" in info["provenance"]
     assert (out / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".proj.tmp-*"))  # atomic: no temp directory left behind
+    # the default FuseMe has one sagittal view per hemisphere (non-MNI: from the mean image's bright voxels)
+    res = CliRunner().invoke(app, ["project", str(cohort_dir), "--out", str(tmp_path / "hemi"), "--method", "fuseme", "--size", "16,16"])
+    assert res.exit_code == 0, res.output
+    hemi = load_projection(tmp_path / "hemi")
+    assert hemi.images.shape == (8, 4, 3, 16, 16) and hemi.spec.name == "fuseme" and hemi.spec.ref_mode == "hemispheres"
+    assert hemi.spec.ref_index["sagittal_L"] < hemi.spec.ref_index["sagittal_R"]
+    res = CliRunner().invoke(app, ["project", str(cohort_dir), "--out", str(tmp_path / "dyn"), "--method", "dynamic", "--per-class", "0"])
+    assert res.exit_code == 0, res.output
+    dyn = load_projection(tmp_path / "dyn").spec
+    assert dyn.slab == "striatum" and dyn.axis_range == {"axial": (7, 14)}  # the bright region's z 9…11 ± 2
 
 
 def test_cli_options_views_epsilon_ref_and_force(cohort_dir, tmp_path) -> None:
@@ -74,14 +85,17 @@ def test_cli_method_all_writes_gallery_only(cohort_dir, tmp_path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["gallery.png", "projection.json", "specs.json"]
     specs = json.loads((out / "specs.json").read_text())
     assert [s["method"] for s in specs] == ["slice", "slices", "mip", "mean", "std", "entropy", "dynamic"]
-    assert all(s["views"] == ["axial", "sagittal"] and s["fusion"] == "early" for s in specs)
+    assert all(s["views"] == ["axial", "sagittal"] and s["fusion"] == "early" and s["ref_mode"] == "hemispheres" for s in specs)
 
 
 def test_cli_errors_are_one_line_exit_2(cohort_dir, tmp_path, monkeypatch, capsys) -> None:
     for bad, msg in [(["--method", "median"], "unknown projection preset 'median'"),
                      (["--method", "slice", "--views", "axial,coronal"], "fusion='none' takes exactly one view"),
                      (["--method", "slices", "--epsilon", "15"], "ε=15 needs 31 slices"),
-                     (["--ref", "axial:3"], "--ref: expected VIEW=INDEX")]:
+                     (["--ref", "axial:3"], "--ref: expected VIEW=INDEX"),
+                     (["--slab", "brain"], "--slab must be 'striatum' or 'none'"),
+                     (["--method", "slices", "--slab", "striatum"], "slab: 'slices' reads the reference slices"),
+                     (["--method", "slices", "--ref-mode", "hemispheres"], "'hemispheres' splits the sagittal view")]:
         monkeypatch.setattr(sys, "argv", ["volkd", "project", str(cohort_dir), "--out", str(tmp_path / "x"), *bad])
         with pytest.raises(SystemExit) as e:
             main()

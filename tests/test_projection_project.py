@@ -21,7 +21,7 @@ def _vols(n: int = 4, grid: tuple[int, int, int] = GRID, seed: int = 0) -> np.nd
 
 def test_fuseme_uses_all_nine_slices_exactly() -> None:
     vols = _vols(grid=(16, 16, 16))
-    spec = preset("fuseme", ref_index=REF)
+    spec = preset("fuseme", ref_mode="midline", ref_index=REF)
     out = project(vols, spec)
     assert out.shape == (4, 3, 3, 16, 16) and out.dtype == np.float32
     for n in range(4):
@@ -32,11 +32,18 @@ def test_fuseme_uses_all_nine_slices_exactly() -> None:
             np.testing.assert_array_equal(out[n, 2, k], vols[n, REF["sagittal"] + d, :, :].T[::-1])
     # the coronal and sagittal channels are not copies of the axial ones (the reference code's defect)
     assert not np.allclose(out[:, 1], out[:, 0]) and not np.allclose(out[:, 2], out[:, 0])
+    # the default FuseMe: per hemisphere, twelve slices, sagittal ones around each striatum's reference
+    hemi = project(vols, preset("fuseme", ref_index={**REF, "sagittal_L": 4, "sagittal_R": 11}))
+    assert hemi.shape == (4, 4, 3, 16, 16)
+    np.testing.assert_array_equal(hemi[:, :2], out[:, :2])
+    for k, d in enumerate((-1, 0, 1)):
+        np.testing.assert_array_equal(hemi[:, 2, k], vols[:, 4 + d].swapaxes(-1, -2)[:, ::-1])
+        np.testing.assert_array_equal(hemi[:, 3, k], vols[:, 11 + d].swapaxes(-1, -2)[:, ::-1])
 
 
 def test_fuseme_on_non_cubic_grid_resizes_views_to_common_size() -> None:
     vols = _vols()
-    out = project(vols, preset("fuseme", ref_index=REF))
+    out = project(vols, preset("fuseme", ref_mode="midline", ref_index=REF))
     assert out.shape == (4, 3, 3, 16, 14)  # axial 14×12, coronal 16×12, sagittal 16×14 → largest rows × cols
     coronal = np.stack([vols[:, :, REF["coronal"] + d, :] for d in (-1, 0, 1)], axis=1)
     np.testing.assert_array_equal(out[:, 1], resize_images(coronal.transpose(0, 1, 3, 2)[..., ::-1, :], (16, 14)))
@@ -53,7 +60,7 @@ def test_early_fusion_stacks_views_as_channels() -> None:
     for v, view in enumerate(spec.views):
         single = project(vols, ProjectionSpec(method="slices", views=[view], ref_index=REF, out_size=(16, 16)))
         np.testing.assert_array_equal(out[:, 3 * v:3 * v + 3], single)
-    joint = project(vols, preset("joint", method="slices", ref_index=REF, out_size=(16, 16)))
+    joint = project(vols, preset("joint", method="slices", ref_mode="midline", ref_index=REF, out_size=(16, 16)))
     np.testing.assert_array_equal(joint.reshape(out.shape), out)
 
 
@@ -74,7 +81,8 @@ def test_chunking_and_out_memmap_give_identical_results(name: str, tmp_path) -> 
     path = tmp_path / "v.npy"
     np.save(path, vols)
     mm = np.load(path, mmap_mode="r")
-    spec = preset(name, ref_index=REF)
+    ref = {**REF, "sagittal_L": 3, "sagittal_R": 8}
+    spec = preset(name, ref_index=ref, axis_range={"axial": (4, 13)})  # dynamic: the slab
     whole = project(vols, spec, chunk_size=100)
     out = np.lib.format.open_memmap(tmp_path / "o.npy", mode="w+", dtype=np.float32, shape=whole.shape)
     calls = []
@@ -109,7 +117,7 @@ def test_reference_from_mean_image_brightest_region() -> None:
     vols = np.abs(_vols(n=6, grid=(20, 22, 24), seed=1)) * 0.1
     vols[:, 12:15, 5:8, 16:19] += 5.0  # bright blob centred at (13, 6, 17)
     vols[:3, 2, 2, 2] += 40.0  # a single hot voxel holds less total intensity than the blob
-    spec = resolve_reference(preset("fuseme", mask_striatum=True, crop_margin=1), _cohort(vols))
+    spec = resolve_reference(preset("fuseme", ref_mode="midline", mask_striatum=True, crop_margin=1), _cohort(vols))
     assert spec.ref_index == {"sagittal": 13, "coronal": 6, "axial": 17}
     assert spec.ref_source == "mean_image" and spec.grid_shape == (20, 22, 24)
     # axial image: rows = y reversed (22 rows), cols = x; blob y 5…7 → rows 14…16, x 12…14, margin 1
@@ -122,7 +130,7 @@ def test_reference_from_atlas_in_mni_space() -> None:
     grid = (32, 32, 32)
     vols = _vols(n=2, grid=grid)
     center = atlas.striatum_center(grid, atlas.mni_grid_affine(grid))
-    spec = resolve_reference(preset("fuseme"), CohortMeta(grid_shape=grid, class_names=["a", "b"], space="MNI"))
+    spec = resolve_reference(preset("fuseme", ref_mode="midline"), CohortMeta(grid_shape=grid, class_names=["a", "b"], space="MNI"))
     assert spec.ref_index == {"sagittal": center[0], "coronal": center[1], "axial": center[2]}
     assert spec.ref_source == "atlas"
     # an explicit affine in the metadata is used instead of the default field of view

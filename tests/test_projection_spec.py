@@ -21,21 +21,30 @@ def test_method_presets_are_single_axial(name: str) -> None:
 
 
 def test_fuseme_early_joint_presets() -> None:
+    # sagittal reference and slab as measured (benchmarks/projection_choice.py): FuseMe and joint fusion per
+    # hemisphere (4 view inputs), early fusion at the midline, the dynamic image over the striatal slab
     f = preset("fuseme")
-    assert (f.method, f.epsilon, f.views, f.fusion) == ("slices", 1, ALL3, "joint")
-    assert (f.in_channels, f.n_views, f.multiview, f.channels_per_view) == (3, 3, True, 3)
+    assert (f.method, f.epsilon, f.views, f.fusion, f.ref_mode) == ("slices", 1, ALL3, "joint", "hemispheres")
+    assert (f.in_channels, f.n_views, f.multiview, f.channels_per_view) == (3, 4, True, 3)
+    assert f.slots == ["axial", "coronal", "sagittal_L", "sagittal_R"]
+    fm = preset("fuseme", ref_mode="midline")
+    assert (fm.n_views, fm.label) == (3, "fuseme-midline")
     e = preset("early")
-    assert (e.method, e.views, e.fusion, e.in_channels, e.n_views) == ("slice", ALL3, "early", 3, 1)
+    assert (e.method, e.views, e.fusion, e.in_channels, e.n_views, e.ref_mode) == ("slice", ALL3, "early", 3, 1, "midline")
     e9 = preset("early", method="slices")
     assert (e9.in_channels, e9.n_views, e9.label) == (9, 1, "early-slices")
     j = preset("joint", method="mip")
-    assert (j.in_channels, j.n_views, j.multiview, j.label) == (1, 3, True, "joint-mip")
+    assert (j.in_channels, j.n_views, j.multiview, j.label, j.ref_mode) == (1, 4, True, "joint-mip", "hemispheres")
+    d = preset("dynamic")
+    assert (d.slab, d.slab_margin, d.label) == ("striatum", 2, "dynamic")
+    assert preset("dynamic", slab=None).label == "dynamic-full"
     assert set(PRESETS) == {"slice", "slices", "mip", "mean", "std", "entropy", "dynamic", "early", "joint", "fuseme"}
 
 
 def test_output_shape_and_common_size() -> None:
     grid = (91, 109, 91)
-    assert preset("fuseme").output_shape(grid) == (3, 3, 109, 109)  # views differ: largest rows/cols
+    assert preset("fuseme").output_shape(grid) == (4, 3, 109, 109)  # views differ: largest rows/cols
+    assert preset("fuseme", ref_mode="midline").output_shape(grid) == (3, 3, 109, 109)
     assert preset("mip").output_shape(grid) == (1, 109, 91)  # axial: rows = y, cols = x
     assert preset("mip", views=["sagittal"]).output_shape(grid) == (1, 91, 109)
     assert preset("early", out_size=(64, 48)).output_shape(grid) == (3, 64, 48)

@@ -108,8 +108,9 @@ def test_old_specs_and_checkpoint_records_still_load():
 
 
 def test_labels_name_non_default_reference_and_slab():
-    assert preset("fuseme", ref_mode="hemispheres").label in ("fuseme", "fuseme-hemispheres")
-    assert preset("dynamic", slab="striatum").label in ("dynamic", "dynamic-slab:striatum")
+    assert preset("fuseme", ref_mode="hemispheres").label == "fuseme" and preset("fuseme", ref_mode="midline").label == "fuseme-midline"
+    assert preset("early", ref_mode="hemispheres").label == "early-hemispheres"
+    assert preset("dynamic", slab="striatum").label == "dynamic" and preset("dynamic", slab=None).label == "dynamic-full"
     assert ProjectionSpec(method="dynamic", slab="striatum").label == "dynamic-axial-slab:striatum"
     assert ProjectionSpec(method="slice", views=ALL3, fusion="early", ref_mode="hemispheres").label == "slice-axial+coronal+sagittal-early-hemispheres"
 

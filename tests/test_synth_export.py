@@ -174,3 +174,16 @@ def test_cli_synth_bad_options(tmp_path, monkeypatch, capsys, args, message):
     code, text = _run_cli(monkeypatch, capsys, "synth", "--grid", "16", "--out", str(tmp_path / "x"), *args)
     assert code == 2 and message in text
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_synth_report_prints_measured_vs_target(tmp_path, monkeypatch, capsys):
+    code, text = _run_cli(monkeypatch, capsys, "synth", "--report", "--n-subjects", "12", "--grid", "16", "--visits", "1")
+    assert code == 0, text
+    flat = " ".join(text.split())
+    assert "measured on the images" in flat and "putamen" in flat and "asymmetry" in flat
+    assert "1.81 ± 0.30" in flat and "3.15 ± 0.54" in flat  # the METHOD.md targets
+    assert "METHOD.md" in flat and not list(tmp_path.iterdir())  # nothing written without --out
+    code, text = _run_cli(monkeypatch, capsys, "synth", "--grid", "16")
+    assert code == 2 and "--out is required" in text
+    code, text = _run_cli(monkeypatch, capsys, "synth", "--report", "--grid", "16", "--format", "nifti")
+    assert code == 2 and "--format needs --out" in text

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -80,9 +81,9 @@ def print_calibration(cohort: "Cohort") -> None:
     tab = calibration_table(cohort)
     syn = cohort.meta.extra.get("synth", {})
     t = Table(title=f"SBR measured on the images (atlas ROIs, occipital reference; baseline scans) vs target, "
-                    f"{syn.get('modality', '?')} {'×'.join(str(g) for g in cohort.meta.grid_shape)}")
-    for col in ("quantity", "class", "n", "target", "measured", "Δ mean", "Δ sd", f"within ±{TOLERANCE:.0%}"):
-        t.add_column(col, justify="left" if col in ("quantity", "class") else "right")
+                    f"{syn.get('modality', '?')} {'×'.join(str(g) for g in cohort.meta.grid_shape)}", box=box.SIMPLE)
+    for col in ("quantity", "class", "n", "target", "measured", "Δ mean", "Δ sd", f"±{TOLERANCE:.0%}"):
+        t.add_column(col, justify="left" if col in ("quantity", "class") else "right", no_wrap=col != "quantity")
     for r in tab.itertuples(index=False):
         t.add_row(r.quantity, r[1], str(r.n), f"{r.target_mean:.2f} ± {r.target_sd:.2f}", f"{r.measured_mean:.2f} ± {r.measured_sd:.2f}",
                   f"{r.dev_mean:+.1%}", f"{r.dev_sd:+.1%}", "yes" if r.within else "NO")

@@ -262,7 +262,7 @@ def _subject_params(cfg: SynthConfig, pd: bool, borderline: bool, rng: np.random
     z_put, z_cau = rng.standard_normal(2)
     z_cau = 0.5 * z_put + np.sqrt(1 - 0.25) * z_cau  # caudate correlates with putamen
     if borderline:
-        # overlap zone: early PD with mild loss / controls with low-normal uptake
+        # calibrated: label-discordant scans (near-normal PD, PD-like controls); uncalibrated: the overlap zone
         put = _border_mean(cfg, "putamen", pd) + BORDERLINE["putamen_sd"] * z_put
         cau = _border_mean(cfg, "caudate", pd) + BORDERLINE["caudate_sd"] * z_cau
         asym = _gamma(rng, BORDERLINE["asym_pd"] if pd else d.asym_control)

@@ -62,7 +62,8 @@ def render_gallery(cohort: Cohort, specs: list[ProjectionSpec], n_per_class: int
             spec = resolve_reference(spec, cohort)
         for slot in spec.slots:
             if METHODS[spec.method].needs_reference:
-                refs.setdefault(slot, f"c={(spec.ref_index or {})[slot]}")
+                midline = ", midline" if slot == "sagittal" and spec.ref_source == "atlas" else ""  # between the striata: say so
+                refs.setdefault(slot, f"c={(spec.ref_index or {})[slot]}{midline}")
             elif spec.needs_axis_range(slot) and spec.axis_range and slot in spec.axis_range:
                 first, stop = spec.axis_range[slot]
                 refs.setdefault(slot, f"{first}–{stop - 1}")

@@ -27,11 +27,15 @@ MIRRORED_SLOTS = ("sagittal_R",)
 SLABS = ("striatum",)
 
 #: Presets by name: each method alone (axial view), early / joint fusion of three views, FuseMe.
+#: The sagittal reference of FuseMe / joint / early and the dynamic image's slab are the better
+#: option as measured on the default synthetic cohort (validation loss of no-KD students,
+#: benchmarks/projection_choice.py; docs/projections.md gives the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
-    **{m: {"method": m, "views": ["axial"], "fusion": "none"} for m in ("slice", "slices", "mip", "mean", "std", "entropy", "dynamic")},
-    "early": {"method": "slice", "views": list(VIEWS), "fusion": "early"},
-    "joint": {"method": "slice", "views": list(VIEWS), "fusion": "joint"},
-    "fuseme": {"method": "slices", "epsilon": 1, "views": list(VIEWS), "fusion": "joint"},
+    **{m: {"method": m, "views": ["axial"], "fusion": "none"} for m in ("slice", "slices", "mip", "mean", "std", "entropy")},
+    "dynamic": {"method": "dynamic", "views": ["axial"], "fusion": "none", "slab": "striatum"},
+    "early": {"method": "slice", "views": list(VIEWS), "fusion": "early", "ref_mode": "midline"},
+    "joint": {"method": "slice", "views": list(VIEWS), "fusion": "joint", "ref_mode": "hemispheres"},
+    "fuseme": {"method": "slices", "epsilon": 1, "views": list(VIEWS), "fusion": "joint", "ref_mode": "hemispheres"},
 }
 
 
