@@ -49,7 +49,8 @@ def test_teacher_checkpoint_content(runs):
     assert ck.train_state is None  # best.pt is lean
     assert ck.cohort_meta["grid_shape"] == [16, 16, 16] and ck.cohort_meta["class_names"] == ["control", "PD"]
     last = load_checkpoint(t.last_checkpoint)
-    assert set(last.train_state) == {"optimizer", "scheduler", "rng", "stopper", "history", "next_epoch"}
+    assert set(last.train_state) == {"optimizer", "scheduler", "scaler", "rng", "stopper", "history", "next_epoch"}
+    assert last.train_state["scaler"] is None  # fp32 (and amp on the CPU): no loss scaling
     assert last.train_state["next_epoch"] == 2 and len(last.train_state["history"]) == 2
 
 
