@@ -24,8 +24,6 @@ import numba
 import numpy as np
 from numba import uint64
 
-from volkd.projection.methods import xlogx_table
-
 #: Grey levels (must equal ``methods.N_LEVELS``; the pairwise sum below is written for 256).
 N_LEVELS = 256
 
@@ -169,14 +167,17 @@ def _volume_entropies(f: np.ndarray, a_n: int, t_n: int, b_n: int, xlogx: np.nda
 
 
 class VolumeEntropy:
-    """Per-volume slice entropies for volumes of one ``shape`` along one ``axis`` (scratch reused)."""
+    """Per-volume slice entropies for volumes of one ``shape`` along one ``axis`` (scratch reused);
+    ``xlogx`` is the ``c·log2 c`` table for c = 0…P (P pixels per slice), the numpy path's."""
 
-    def __init__(self, shape: tuple[int, int, int], axis: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], axis: int, xlogx: np.ndarray) -> None:
         self.t = int(shape[axis])
         self.a = math.prod(shape[:axis])
         self.b = math.prod(shape[axis + 1:])
         self.pixels = self.a * self.b
-        self.xlogx = xlogx_table(self.pixels)
+        if xlogx.shape != (self.pixels + 1,):
+            raise ValueError(f"xlogx table must have {self.pixels + 1} entries, got {xlogx.shape}")
+        self.xlogx = xlogx
         self.log2p = float(np.log2(self.pixels))
         self.q = np.empty(self.a * self.t * self.b, dtype=np.uint8)
         self.counts = np.zeros((2 if self.b == 1 else 4, self.t, N_LEVELS), dtype=np.uint32)

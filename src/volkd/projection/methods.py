@@ -163,7 +163,8 @@ def xlogx_table(n: int) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _numba_kernels() -> ModuleType | None:
-    try:  # optional dependency (the `volkd[fast]` extra); imported on first use: numba is slow to import
+    try:
+        # optional dependency (the `volkd[fast]` extra), imported on first use: numba is slow to import
         from volkd.projection import entropy_numba
     except ImportError:
         return None
@@ -187,6 +188,12 @@ def entropy_backend(backend: str | None = None) -> str:
     return "numba"
 
 
+def _numba_volume_entropy(shape: tuple[int, ...], axis: int) -> object:
+    """The numba per-volume kernel for volumes of ``shape`` along ``axis`` (numba installed)."""
+    pixels = math.prod(shape) // shape[axis]
+    return _numba_kernels().VolumeEntropy(shape, axis, xlogx_table(pixels))  # type: ignore[union-attr]
+
+
 def slice_entropies(block: np.ndarray, axis: int, *, backend: str | None = None) -> np.ndarray:
     """Shannon entropy (bits) of each slice's 8-bit grey-level histogram: (n, T) float64.
 
@@ -195,7 +202,7 @@ def slice_entropies(block: np.ndarray, axis: int, *, backend: str | None = None)
     """
     if entropy_backend(backend) == "numpy":
         return _slice_entropies_numpy(block, axis)
-    kernel = _numba_kernels().VolumeEntropy(tuple(block.shape[1:]), axis)  # type: ignore[union-attr]
+    kernel = _numba_volume_entropy(tuple(block.shape[1:]), axis)
     out = np.empty((block.shape[0], block.shape[axis + 1]), dtype=np.float64)
     for i in range(block.shape[0]):
         v = np.ascontiguousarray(block[i], dtype=np.float32)
@@ -257,7 +264,7 @@ def entropy_image(block: np.ndarray, axis: int, *, backend: str | None = None, *
     b = _f32(block)
     if entropy_backend(backend) == "numpy":
         return _chan(weighted_sum(b, _entropy_weights(_slice_entropies_numpy(b, axis)), axis))
-    kernel = _numba_kernels().VolumeEntropy(tuple(b.shape[1:]), axis)  # type: ignore[union-attr]
+    kernel = _numba_volume_entropy(tuple(b.shape[1:]), axis)
     out = np.empty((b.shape[0],) + tuple(s for i, s in enumerate(b.shape[1:]) if i != axis), dtype=np.float32)
     h = np.empty((1, b.shape[axis + 1]), dtype=np.float64)
     for i in range(b.shape[0]):

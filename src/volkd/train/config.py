@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, describe_validation_error
 
 #: Accepted ``device`` values.
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -81,6 +81,4 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(d)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-            raise ConfigError(f"{where}: field '{loc}': {err['msg']}") from None
+            raise ConfigError(f"{where}: {describe_validation_error(e, cls)}") from None
