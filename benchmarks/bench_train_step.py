@@ -47,7 +47,7 @@ from volkd.distill import get_kd_loss  # noqa: E402
 from volkd.models import ModelSpec, build_model  # noqa: E402
 from volkd.train.config import TrainConfig  # noqa: E402
 from volkd.train.data import ArrayData  # noqa: E402
-from volkd.train.loop import Loop, TeacherOutputs  # noqa: E402
+from volkd.train.loop import Loop, TeacherOutputs, _deterministic  # noqa: E402
 
 META = {"kind": "student", "model_spec": {}, "projection_spec": None, "normalizer": {"name": "none"},
         "class_names": ["control", "PD"], "config": {}, "seed": 0, "versions": {}, "cohort_fingerprint": "bench",
@@ -131,6 +131,13 @@ def main() -> None:
     print(f"volkd from {Path(volkd.__file__).parent}; torch {torch.__version__}; {os.cpu_count()} CPUs (shared: "
           f"wall time is noisy, CPU time less so); {a.n} scans, batch {a.batch_size}")
     vs = {k: v for k, v in variants(a.n).items() if a.only is None or a.only in k}
+    with _deterministic(True):  # as Loop.run trains (TrainConfig.deterministic defaults to True)
+        run_all(a, vs, threads)
+    print("\nGFLOP/s = FLOPs / wall; /core = FLOPs / CPU time; % peak = /core vs the matmul peak per core.")
+
+
+def run_all(a: argparse.Namespace, vs: dict[str, dict], threads: list[int]) -> None:
+    """FLOPs once, then the timings at each thread count."""
     flops = {}
     with tempfile.TemporaryDirectory() as d:
         torch.set_num_threads(1)
@@ -152,7 +159,6 @@ def main() -> None:
             per_core = gf / cpu
             pct = f"{100 * per_core / peak:6.1f}%" if peak else "    n/a"
             print(f"{name:30s} {gf:9.2f} {wall:10.3f} {cpu:9.3f} {rate:8.1f} {per_core:7.1f} {pct:>7s} {fw:13.3f} {fc:6.3f}")
-    print("\nGFLOP/s = FLOPs / wall; /core = FLOPs / CPU time; % peak = /core vs the matmul peak per core.")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def test_auto_is_cpu_and_amp_is_a_noop_on_cpu(tmp_path):
     assert runs["cpu"].history == runs["auto"].history == runs["amp"].history
     assert _same(tmp_path / "cpu" / "last.pt", tmp_path / "auto" / "last.pt")
     assert _same(tmp_path / "cpu" / "last.pt", tmp_path / "amp" / "last.pt")
+    runtime = load_checkpoint(tmp_path / "amp" / "last.pt").extra["runtime"]
+    assert runtime["device"] == "cpu" and runtime["precision"] == "fp32" and runtime["torch_threads"] >= 1
 
 
 def test_device_names_are_checked():
