@@ -182,3 +182,27 @@ def test_noise_depends_only_on_the_sample_seed():
     assert torch.equal(a[1:], b)
     assert torch.equal(a[0], torch.randn((2, 5), generator=torch.Generator().manual_seed(11)))
     assert not torch.equal(a[0], a[1])
+
+
+def test_channels_last_is_the_same_training_up_to_rounding(tmp_path):
+    from volkd.models import ModelSpec, build_model
+    from volkd.train.loop import Loop
+
+    spec = ModelSpec(arch="lightcnn", spatial_dims=2, in_channels=2, num_classes=2, width=4)
+    g = torch.Generator().manual_seed(0)
+    y = (torch.arange(16) % 2).long()
+    data = ArrayData(torch.randn(16, 2, 16, 16, generator=g) + y.view(-1, 1, 1, 1), y, torch.arange(16))
+    runs = {}
+    for cl in (True, False):
+        cfg = TrainConfig(epochs=2, batch_size=8, progress=False, channels_last=cl)
+        torch.manual_seed(0)
+        loop = Loop(build_model(spec), data, data, cfg, tmp_path / str(cl), {"kind": "student", "model_spec": {},
+                    "projection_spec": None, "normalizer": {"name": "none"}, "class_names": ["a", "b"],
+                    "config": cfg.model_dump(mode="json"), "seed": 0, "versions": {}, "cohort_fingerprint": "x",
+                    "split": {}, "train_subjects": [], "teacher_hash": None}, 2)
+        runs[cl] = (loop.run().history, loop.model)
+    conv = next(m for m in runs[True][1].modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(runs[True][0], runs[False][0]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)

@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     channels_last: bool = Field(
-        True, description="2-D students in channels-last memory format (10–20 % faster steps on CPU; float rounding differs from NCHW)")
+        True, description="weights in channels-last memory format (NHWC / NDHWC): 5–22 % less CPU per step; float rounding differs from NCHW")
     precision: Literal["fp32", "amp"] = Field(
         "fp32", description="amp: mixed precision on CUDA (bf16, or fp16 with loss scaling); a no-op (fp32) on the CPU")
     save_test_predictions: bool = True

