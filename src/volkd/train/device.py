@@ -2,8 +2,9 @@
 
 - ``auto`` is CUDA when ``torch.cuda.is_available()``, else the CPU.
 - ``amp`` on CUDA: autocast to bfloat16 where the GPU supports it (no loss scaling needed),
-  else float16 with a :class:`torch.amp.GradScaler`. On the CPU ``amp`` is a no-op (fp32):
-  bfloat16 autocast was 15–60× slower than fp32 on this project's CPUs.
+  else float16 with a :class:`torch.amp.GradScaler`. On the CPU ``amp`` is a no-op (fp32), so a
+  config means the same arithmetic on every CPU (bf16 speed there varies with the CPU and the
+  network: see docs/training.md).
 - Inputs small enough (:data:`DEVICE_DATA_BYTES`) live on the device for the whole run; larger
   ones stay in pinned host memory and are copied batch by batch (non-blocking).
 
