@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -167,6 +168,10 @@ def _numba_kernels() -> ModuleType | None:
         # optional dependency (the `volkd[fast]` extra), imported on first use: numba is slow to import
         from volkd.projection import entropy_numba
     except ImportError:
+        return None
+    except Exception as e:  # noqa: BLE001 - an installed but unusable numba (e.g. no writable cache dir)
+        warnings.warn(f"numba is installed but its entropy kernels failed to load ({type(e).__name__}: {e}); "
+                      "using the numpy kernels (same results, slower)", RuntimeWarning, stacklevel=2)
         return None
     return entropy_numba
 
