@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from volkd.atomic import check_can_write, write_text
+from volkd.data.cohort import META_FILE
 from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, describe_validation_error, listed_once, one_of
 from volkd.train.config import TrainConfig
@@ -32,6 +33,8 @@ METRICS: tuple[str, ...] = (
     "specificity", "g_mean", "roc_auc", "brier", "ece",
 )
 PROFILES: tuple[str, ...] = ("quick", "paper")
+#: Reference baselines a study can run beside the networks (``baselines`` key).
+BASELINES: tuple[str, ...] = ("sbr", "majority")
 
 
 class _Strict(BaseModel):
@@ -163,6 +166,7 @@ class StudyConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training budget (teacher and students)")
     teacher_training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig, description="teacher-only overrides of the budget")
     external: list[ExternalConfig] = Field(default_factory=list, description="cohorts evaluated without retraining (e.g. the synthetic PET variant)")
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="reference baselines run on every split: `sbr` (striatal binding ratios + logistic regression; MNI-space cohorts only) and `majority` (always predicts the training partition's majority class); [] for none")
     report: ReportConfig = Field(default_factory=ReportConfig, description="report options")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials are executed: locally or on a Ray cluster (see docs/scaling.md)")
 
@@ -170,6 +174,8 @@ class StudyConfig(_Strict):
     _projections_once = field_validator("projections")(listed_once("projection"))
     _kd_once = field_validator("kd")(listed_once("KD method", lambda k: k.name))
     _external_once = field_validator("external")(listed_once("external cohort name", lambda e: e.name))
+    _baselines = field_validator("baselines")(one_of("baseline", BASELINES))
+    _baselines_once = field_validator("baselines")(listed_once("baseline"))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -215,7 +221,24 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
         raise ConfigError(f"{where}: {describe_validation_error(e, StudyConfig, noun='key')}") from None
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
+    _check_baselines(cfg, where)
     return cfg
+
+
+def _check_baselines(cfg: StudyConfig, where: str) -> None:
+    """Refuse the SBR baseline at config time when the cohort folder says it is not in MNI space
+    (the atlas ROIs would fall on the wrong voxels). Synthetic cohorts are always MNI; a folder
+    that cannot be read yet is left to the data loader's own error."""
+    if "sbr" not in cfg.baselines or cfg.dataset.kind != "cohort":
+        return
+    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
+    try:
+        space = json.loads(meta_file.read_text()).get("space", "unknown")
+    except (OSError, ValueError, AttributeError):
+        return
+    if space != "MNI":
+        raise ConfigError(f"{where}: key 'baselines': the SBR baseline needs a cohort in MNI space (atlas ROIs), but "
+                          f"{meta_file} says space {space!r}; remove `sbr` from baselines (e.g. baselines: [majority])")
 
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:

@@ -1,5 +1,5 @@
 """Trial execution, shared by every executor: the study context, the datasets, and one trial
-(SBR baseline, 3D teacher or distilled 2D student) run, scored and stored.
+(SBR or majority-class baseline, 3D teacher or distilled 2D student) run, scored and stored.
 
 A failing trial is stored as failed with its error (the study goes on); both executors
 (volkd.experiment.executors, volkd.experiment.ray_executor) call :func:`run_trial`.
@@ -22,11 +22,13 @@ from volkd.data.splits import Split
 from volkd.data.synth import synthesize
 from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, VolkdError
-from volkd.evaluate import classification_metrics, cohort_sbr, predict_labels, sbr_baseline, sbr_predict
+from volkd.evaluate import (
+    classification_metrics, cohort_sbr, majority_baseline, majority_predict, predict_labels, sbr_baseline, sbr_predict,
+)
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
 from volkd.experiment.progress import ProgressView
 from volkd.experiment.store import StudyStore
-from volkd.experiment.trials import Trial
+from volkd.experiment.trials import Trial, teacher_of
 from volkd.projection import preset
 from volkd.train import load_checkpoint, predict_proba, train_student, train_teacher
 
@@ -61,11 +63,13 @@ def run_trial(t: Trial, ctx: StudyContext, view: ProgressView) -> dict[str, Any]
     split = ctx.splits[t.repeat]
     start = time.perf_counter()
     role = "teacher" if t.kind == "teacher" else "student"
-    epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind != "sbr" else None
+    epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind in ("teacher", "student") else None
     view.trial(t, epochs)
     try:
         if t.kind == "sbr":
             proba_test, ext, train_info = _sbr_trial(ctx, split)
+        elif t.kind == "majority":
+            proba_test, ext, train_info = _majority_trial(ctx, split)
         else:
             proba_test, ext, train_info = _model_trial(t, ctx, split, view, epochs or 1)
         y = ctx.cohort.y[split.test]
@@ -104,6 +108,12 @@ def _sbr_trial(ctx: StudyContext, split: Split) -> tuple[np.ndarray, dict[str, t
     return proba, ext, {"model": "sbr+logistic_regression", **keep}
 
 
+def _majority_trial(ctx: StudyContext, split: Split) -> tuple[np.ndarray, dict[str, tuple[Cohort, np.ndarray]], dict[str, Any]]:
+    proba, info = majority_baseline(ctx.cohort, split)
+    ext = {n: (c, majority_predict(info, len(c))) for n, c in ctx.externals.items() if c.class_names == ctx.cohort.class_names}
+    return proba, ext, {"model": "majority_class", **info}
+
+
 def kd_spec(kd: KDConfig) -> dict[str, Any]:
     """The ``{"name", **params}`` for volkd.distill.get_kd_loss (temperature where the loss takes one)."""
     accepted = get_kd_loss(kd.name).params()
@@ -134,7 +144,7 @@ def _model_trial(t: Trial, ctx: StudyContext, split: Split, view: ProgressView,
         kd = cfg.kd_config(str(t.kd))
         teacher_ckpt = None
         if kd.name != "none":
-            teacher_trial = Trial(t.repeat, "teacher")
+            teacher_trial = teacher_of(t)
             if not store.is_finished(teacher_trial):
                 raise ConfigError(f"the teacher of repeat {t.repeat} did not finish (see {store.result_path(teacher_trial).name}); "
                                   "a KD student needs it")
