@@ -29,6 +29,11 @@ METRICS: tuple[str, ...] = (
     "specificity", "g_mean", "roc_auc", "brier", "ece",
 )
 PROFILES: tuple[str, ...] = ("quick", "paper")
+#: Baselines a study can run beside the networks (trial kinds of the same names).
+BASELINES: tuple[str, ...] = ("sbr", "majority")
+#: Keys added after studies were first run, at the value that reproduces the behaviour from before
+#: they existed: left out of the config hash at that value, so existing study folders still resume.
+HASH_LEGACY_DEFAULTS: dict[str, Any] = {"baselines": ["sbr"]}
 
 
 class _Strict(BaseModel):
@@ -172,6 +177,7 @@ class StudyConfig(_Strict):
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="lightcnn"), description="2D student network (sees projections)")
     projections: list[str] = Field(default_factory=lambda: ["slices", "mip", "early", "fuseme"], min_length=1, description=f"2D projection presets; allowed: {', '.join(PROJECTIONS)}")
     kd: list[KDConfig] = Field(default_factory=lambda: [KDConfig(name="none"), KDConfig(name="graph")], min_length=1, description="KD methods; include `none` for the no-KD baseline")
+    baselines: list[Literal["sbr", "majority"]] = Field(default_factory=lambda: ["sbr"], description="baselines run beside the networks: `sbr` (striatal binding ratios + logistic regression; needs an MNI-space cohort) and `majority` (always the training partition's majority class; its class frequencies as probabilities); [] for none")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training budget (teacher and students)")
     teacher_training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig, description="teacher-only overrides of the budget")
     external: list[ExternalConfig] = Field(default_factory=list, description="cohorts evaluated without retraining (e.g. the synthetic PET variant)")
@@ -194,6 +200,13 @@ class StudyConfig(_Strict):
         names = [k.name for k in v]
         if len(set(names)) != len(names):
             raise ValueError(f"KD method listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines_unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"baseline listed twice: {sorted({b for b in v if v.count(b) > 1})}")
         return v
 
     @field_validator("external")
@@ -220,6 +233,9 @@ class StudyConfig(_Strict):
     def config_hash(self) -> str:
         """SHA-256 of everything that shapes results (the study's name and execution excluded)."""
         d = self.model_dump(mode="json", exclude={"name", "execution"})
+        for key, legacy in HASH_LEGACY_DEFAULTS.items():
+            if d.get(key) == legacy:
+                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def train_dict(self, role: Literal["teacher", "student"], repeat: int, kd: KDConfig | None = None) -> dict[str, Any]:
@@ -248,7 +264,38 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
         raise ConfigError(f"{where}: {describe_errors(e)}") from None
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
+    _check_fits_dataset(cfg, where)
     return cfg
+
+
+def dataset_space(ds: DatasetConfig) -> str | None:
+    """The space of a dataset as far as it is known at config time: ``MNI`` for the synthetic generator,
+    the ``space`` of a cohort folder's ``cohort.json``; None when the folder cannot be read (yet)."""
+    if ds.kind == "synthetic":
+        return "MNI"
+    from volkd.data.cohort import read_meta
+    from volkd.errors import CohortError
+
+    try:
+        return read_meta(Path(str(ds.path))).space
+    except CohortError:
+        return None  # the runner reports a missing or broken cohort when it loads it
+
+
+def _check_fits_dataset(cfg: StudyConfig, where: str) -> None:
+    """Refuse, at config time, what cannot run on the main cohort: SBR and reference normalisation outside MNI space."""
+    space = dataset_space(cfg.dataset)
+    if space is None or space == "MNI":
+        return
+    what = f"the cohort {cfg.dataset.path} is in space {space!r}"
+    if "sbr" in cfg.baselines:
+        rest = [b for b in cfg.baselines if b != "sbr"]
+        raise ConfigError(f"{where}: key 'baselines': sbr needs an MNI-space cohort (its striatal and occipital regions "
+                          f"come from the MNI atlas), but {what}; set baselines: {rest} "
+                          "(`volkd init-config --cohort DIR` writes a config fitted to the cohort)")
+    if cfg.training.extra.get("normalizer") == "reference":
+        raise ConfigError(f"{where}: key 'training.extra.normalizer': reference divides by the atlas occipital region, "
+                          f"which needs an MNI-space cohort, but {what}; use normalizer: zscore")
 
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:
@@ -336,24 +383,31 @@ def load_profile(name: str) -> StudyConfig:
 
 
 # ---------------------------------------------------------------------- writing
-def annotated_yaml(cfg: StudyConfig, header: str | None = None) -> str:
-    """The config as YAML with a comment above every key (its description)."""
+def annotated_yaml(cfg: StudyConfig, header: str | None = None, notes: dict[str, list[str]] | None = None) -> str:
+    """The config as YAML with a comment above every key (its description).
+
+    ``notes`` maps dotted keys (``split.protocol``, ``training.extra``) to extra comment lines written
+    under that key's description (e.g. why a value was chosen).
+    """
     lines: list[str] = []
     if header:
         lines += [f"# {h}" if h else "#" for h in header.splitlines()] + [""]
-    _emit_model(cfg, lines, 0)
+    _emit_model(cfg, lines, 0, notes=notes or {})
     return "\n".join(lines) + "\n"
 
 
-def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True) -> None:
+def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True, notes: dict[str, list[str]] | None = None,
+                prefix: str = "") -> None:
     pad = " " * indent
+    notes = notes or {}
     for name, field in _ordered_fields(type(model)):
         value = getattr(model, name)
         if field.description:
             lines.append(f"{pad}# {field.description}")
+        lines += [f"{pad}# {n}" for n in notes.get(prefix + name, [])]
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:")
-            _emit_model(value, lines, indent + 2, top=False)
+            _emit_model(value, lines, indent + 2, top=False, notes=notes, prefix=f"{prefix}{name}.")
         elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
             lines.append(f"{pad}{name}:")
             for key, f in _ordered_fields(type(value[0])):
