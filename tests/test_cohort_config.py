@@ -134,3 +134,38 @@ def test_cli_init_config_cohort(tmp_path):
     assert load_config(out).training.epochs == load_profile("paper").training.epochs
     res = CliRunner().invoke(app, ["init-config", "--cohort", str(tmp_path / "nope"), "--out", str(tmp_path / "x.yaml")])
     assert res.exit_code != 0 and "not a cohort directory" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_fitted_config_runs_on_a_non_mni_cohort(tmp_path):
+    """init-config --cohort on a non-MNI cohort → a study that runs: no SBR, zscore, a majority baseline row."""
+    import pandas as pd
+
+    from volkd.experiment.runner import run_study
+    from volkd.train import load_checkpoint
+
+    path = native_cohort(tmp_path, n_subjects=16)
+    out = tmp_path / "study.yaml"
+    res = CliRunner().invoke(app, ["init-config", "--cohort", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = yaml.safe_load(out.read_text())
+    # shrink only the budget; every key the cohort decided stays as written
+    data.update(projections=["mip"], kd=[{"name": "none"}, {"name": "graph"}])
+    data["split"]["repeats"] = 1
+    data["training"].update(epochs=1, patience=1, batch_size=8)
+    data["teacher_training"].update(epochs=1, patience=1)
+    data["teacher"]["width"] = data["student"]["width"] = 4
+    data["report"].update(latency_runs=1, graph_batch=4, gallery_scans=1)
+    cfg = validate_config(data)
+    assert cfg.baselines == ["majority"] and cfg.training.extra["normalizer"] == "zscore"
+    outcome = run_study(cfg, tmp_path / "run", progress=False)
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert (results["status"] == "ok").all(), results[["trial_id", "error"]]
+    assert set(results["kind"]) == {"majority", "teacher", "student"}  # no SBR trial at all
+    maj = results[results["kind"] == "majority"].iloc[0]
+    assert maj["roc_auc"] == pytest.approx(0.5) and maj["balanced_accuracy"] == pytest.approx(0.5)
+    assert list(outcome.headline["method"]) == ["mip", "3D teacher", "Majority class"]
+    md = (tmp_path / "run" / "report.md").read_text()
+    headline = md.split("## Headline")[1].split("\n## ")[0]
+    assert "| Majority class |" in headline and "SBR" not in headline
+    assert load_checkpoint(tmp_path / "run" / "models" / "r00-teacher" / "best.pt").normalizer["name"] == "zscore"

@@ -285,7 +285,7 @@ class ScheduleQueue:
     cluster can run are handed to Ray, so this order holds (Ray's own queue is first come,
     first served)."""
 
-    RANK = {"teacher": 0, "student": 2, "sbr": 3}
+    RANK = {"teacher": 0, "student": 2, "sbr": 3, "majority": 3}
 
     def __init__(self, order: dict[Trial, int]) -> None:
         self.order = order

@@ -1,6 +1,6 @@
 """Run a study locally: data → splits → trials (resumable) → study artefacts → report.
 
-Per repeat the SBR baseline, then the 3D teacher (trained once), then every student
+Per repeat the baselines (SBR, majority class), then the 3D teacher (trained once), then every student
 (projection × KD) distilled from that repeat's teacher. A failing trial is stored as failed
 with its error and the study goes on; the report lists failures.
 """
@@ -24,7 +24,8 @@ from volkd.atomic import write_json
 from volkd.data.cohort import Cohort
 from volkd.data.splits import Split, check_no_leakage, make_splits, save_splits
 from volkd.errors import ConfigError, VolkdError
-from volkd.evaluate import classification_metrics, cohort_sbr, predict_labels, sbr_baseline, sbr_predict
+from volkd.evaluate import (classification_metrics, cohort_sbr, majority_baseline, majority_predict, predict_labels, sbr_baseline,
+                            sbr_predict)
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
 from volkd.experiment.store import StudyStore
 from volkd.experiment.trials import Trial, plan_trials
@@ -228,11 +229,13 @@ def run_trial(t: Trial, ctx: _Context, view: ProgressView) -> dict[str, Any]:
     split = ctx.splits[t.repeat]
     start = time.perf_counter()
     role = "teacher" if t.kind == "teacher" else "student"
-    epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind != "sbr" else None
+    epochs = cfg.train_dict(role, t.repeat)["epochs"] if t.kind in ("teacher", "student") else None
     view.trial(t, epochs)
     try:
         if t.kind == "sbr":
             proba_test, ext, train_info = _sbr_trial(ctx, split)
+        elif t.kind == "majority":
+            proba_test, ext, train_info = _majority_trial(ctx, split)
         else:
             proba_test, ext, train_info = _model_trial(t, ctx, split, view, epochs or 1)
         y = ctx.cohort.y[split.test]
@@ -269,6 +272,11 @@ def _sbr_trial(ctx: _Context, split: Split) -> tuple[np.ndarray, dict[str, tuple
     ext = {n: (c, sbr_predict(info, cohort_sbr(c))) for n, c in ctx.externals.items()}
     keep = {k: info[k] for k in ("C", "C_selection", "coef", "intercept") if k in info}
     return proba, ext, {"model": "sbr+logistic_regression", **keep}
+
+
+def _majority_trial(ctx: _Context, split: Split) -> tuple[np.ndarray, dict[str, tuple[Cohort, np.ndarray]], dict[str, Any]]:
+    proba, info = majority_baseline(ctx.cohort, split)
+    return proba, {n: (c, majority_predict(info, len(c))) for n, c in ctx.externals.items()}, info
 
 
 def kd_spec(kd: KDConfig) -> dict[str, Any]:

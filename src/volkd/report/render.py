@@ -265,7 +265,8 @@ def _compose(cfg: StudyConfig, env: dict[str, Any], results: pd.DataFrame, summa
     coh = env.get("cohort") or {}
     doc.p(f"Study `{cfg.name}` (config hash `{cfg.config_hash()[:12]}`): {cfg.split.repeats} × {cfg.split.protocol} "
           f"split(s) at subject level; 3D teacher `{cfg.teacher.arch}`, 2D student `{cfg.student.arch}`; projections "
-          f"{', '.join(cfg.projections)}; KD methods {', '.join(cfg.kd_names)}. {n_ok} trial(s) finished, {n_fail} failed.")
+          f"{', '.join(cfg.projections)}; KD methods {', '.join(cfg.kd_names)}; baselines {', '.join(cfg.baselines) or 'none'}. "
+          f"{n_ok} trial(s) finished, {n_fail} failed.")
     if coh:
         doc.p(f"Main cohort: {coh.get('n_scans', '?')} scans of {coh.get('n_subjects', '?')} subjects, "
               f"grid {coh.get('grid_shape', '?')}, modality {coh.get('modality', '?')}, source {coh.get('source', '?')}.")
@@ -287,8 +288,8 @@ def _compose(cfg: StudyConfig, env: dict[str, Any], results: pd.DataFrame, summa
                    alt=f"Grid of 2D projection images ({views} views) of example test scans, one column per scan and view")
     doc.h("Per-method summary (mean ± sd over repeats)")
     doc.table(summary_display(summary))
-    doc.figure(f.get("metric", fig_dir / "_"), f"{metric} per projection: each KD method side by side (95% CI), 3D teacher (solid line, CI band) and SBR baseline (dotted).",
-               alt=f"Bar chart of {metric.replace('_', ' ')} per projection and KD method, with the teacher and SBR as horizontal lines")
+    doc.figure(f.get("metric", fig_dir / "_"), f"{metric} per projection: each KD method side by side (95% CI), 3D teacher (solid line, CI band) and the baselines (SBR dotted, majority class dash-dot).",
+               alt=f"Bar chart of {metric.replace('_', ' ')} per projection and KD method, with the teacher and the baselines as horizontal lines")
     doc.h("Paired comparisons (Wilcoxon signed-rank over repeats)")
     doc.p(f"`a − b` is the mean paired difference in {metric} (percentage points for scores). "
           f"Differences with p ≥ {cfg.report.alpha:g} are reported as within noise; with n pairs, "
