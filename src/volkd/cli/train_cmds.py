@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,6 +11,8 @@ from rich.console import Console
 
 from volkd.cli.app import app
 from volkd.errors import ConfigError
+
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
 
 console = Console(stderr=True)
 
@@ -50,8 +53,6 @@ def _report(res: Any) -> None:
 
 
 def _kd_params(items: list[str]) -> dict[str, Any]:
-    import json
-
     out: dict[str, Any] = {}
     for it in items:
         if "=" not in it:

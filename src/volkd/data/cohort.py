@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, ValidationError
 
 from volkd.atomic import atomic_dir, write_json
-from volkd.errors import CohortError
+from volkd.errors import CohortError, describe_validation_error
 from volkd.provenance import array_fingerprint, provenance
 
 REQUIRED_COLUMNS = ("scan_id", "subject_id", "visit", "label")
@@ -201,12 +201,6 @@ def _first_nonfinite(volumes: np.ndarray, chunk: int = 64) -> int | None:
     return None
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    return f"field {loc!r}: {err['msg']}"
-
-
 
 def read_meta(path: str | Path) -> CohortMeta:
     """Only the metadata (``cohort.json``) of the cohort directory ``path``: no volume is read."""
@@ -216,6 +210,6 @@ def read_meta(path: str | Path) -> CohortMeta:
     try:
         return CohortMeta.model_validate_json((path / META_FILE).read_text())
     except ValidationError as e:
-        raise CohortError(f"{path / META_FILE}: invalid metadata: {_first_error(e)}") from None
+        raise CohortError(f"{path / META_FILE}: invalid metadata: {describe_validation_error(e, CohortMeta)}") from None
     except ValueError as e:
         raise CohortError(f"{path / META_FILE}: not valid JSON ({e})") from None

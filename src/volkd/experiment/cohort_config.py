@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from volkd.atomic import check_can_write, write_text
+from volkd.data.atlas import mni_grid_affine, occipital_mask, striatum_mask
 from volkd.data.cohort import Cohort
 from volkd.data.splits import official_split
 from volkd.errors import VolkdError
@@ -45,8 +46,6 @@ class FittedConfig:
 
 def cohort_facts(cohort: Cohort) -> dict[str, Any]:
     """What the config depends on: space, grid, class counts and balance, the split column, the atlas regions."""
-    from volkd.data.atlas import mni_grid_affine, occipital_mask, striatum_mask
-
     meta = cohort.meta
     s = cohort.scans
     scans = {c: int((s["label"] == c).sum()) for c in meta.class_names}

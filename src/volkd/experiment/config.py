@@ -15,7 +15,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from volkd.errors import ConfigError
+from volkd.atomic import check_can_write, write_text
+from volkd.data.cohort import read_meta
+from volkd.distill import get_kd_loss
+from volkd.errors import CohortError, ConfigError, describe_validation_error, listed_once, one_of
+from volkd.train.config import TrainConfig
 
 #: Projection preset names understood by ``volkd.projection.preset``.
 PROJECTIONS: tuple[str, ...] = ("slice", "slices", "mip", "mean", "std", "entropy", "dynamic", "early", "joint", "fuseme")
@@ -92,12 +96,7 @@ class ModelConfig(_Strict):
     stem_stride: int = Field(2, ge=1, description="stride of the first convolution")
     stem_kernel: int = Field(7, ge=1, description="kernel size of the first convolution (odd)")
 
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown arch {v!r}; allowed: {', '.join(ARCHS)}")
-        return v
+    _arch = field_validator("arch")(one_of("arch", ARCHS))
 
 
 class KDConfig(_Strict):
@@ -108,12 +107,7 @@ class KDConfig(_Strict):
     temperature: float = Field(5.0, gt=0, description="softmax temperature T for logit terms (the study: 5)")
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for volkd.distill.get_kd_loss (e.g. affinity: cosine)")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if v not in KD_METHODS:
-            raise ValueError(f"unknown KD method {v!r}; allowed: {', '.join(KD_METHODS)}")
-        return v
+    _name = field_validator("name")(one_of("KD method", KD_METHODS))
 
 
 class TrainingConfig(_Strict):
@@ -147,12 +141,7 @@ class ReportConfig(_Strict):
     graph_batch: int = Field(16, ge=4, le=128, description="test scans in the batch-relation-graph heatmaps")
     latency_runs: int = Field(10, ge=1, description="timed forward passes per model for the CPU latency column")
 
-    @field_validator("headline_metric")
-    @classmethod
-    def _metric(cls, v: str) -> str:
-        if v not in METRICS:
-            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(METRICS)}")
-        return v
+    _metric = field_validator("headline_metric")(one_of("metric", METRICS))
 
 
 class ExecutionConfig(_Strict):
@@ -184,38 +173,11 @@ class StudyConfig(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig, description="report options")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials are executed: locally or on a Ray cluster (see docs/scaling.md)")
 
-    @field_validator("projections")
-    @classmethod
-    def _projections(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if p not in PROJECTIONS:
-                raise ValueError(f"unknown projection {p!r}; allowed: {', '.join(PROJECTIONS)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"projections listed twice: {sorted({p for p in v if v.count(p) > 1})}")
-        return v
-
-    @field_validator("kd")
-    @classmethod
-    def _kd_unique(cls, v: list[KDConfig]) -> list[KDConfig]:
-        names = [k.name for k in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"KD method listed twice: {sorted({n for n in names if names.count(n) > 1})}")
-        return v
-
-    @field_validator("baselines")
-    @classmethod
-    def _baselines_unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"baseline listed twice: {sorted({b for b in v if v.count(b) > 1})}")
-        return v
-
-    @field_validator("external")
-    @classmethod
-    def _external_unique(cls, v: list[ExternalConfig]) -> list[ExternalConfig]:
-        names = [e.name for e in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"external cohort name used twice: {sorted({n for n in names if names.count(n) > 1})}")
-        return v
+    _projections = field_validator("projections")(one_of("projection", PROJECTIONS))
+    _projections_once = field_validator("projections")(listed_once("projection"))
+    _kd_once = field_validator("kd")(listed_once("KD method", lambda k: k.name))
+    _baselines_once = field_validator("baselines")(listed_once("baseline"))
+    _external_once = field_validator("external")(listed_once("external cohort name", lambda e: e.name))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -261,7 +223,7 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
     try:
         cfg = StudyConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{where}: {describe_errors(e)}") from None
+        raise ConfigError(f"{where}: {describe_validation_error(e, StudyConfig, noun='key')}") from None
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
     _check_fits_dataset(cfg, where)
@@ -273,9 +235,6 @@ def dataset_space(ds: DatasetConfig) -> str | None:
     the ``space`` of a cohort folder's ``cohort.json``; None when the folder cannot be read (yet)."""
     if ds.kind == "synthetic":
         return "MNI"
-    from volkd.data.cohort import read_meta
-    from volkd.errors import CohortError
-
     try:
         return read_meta(Path(str(ds.path))).space
     except CohortError:
@@ -300,10 +259,6 @@ def _check_fits_dataset(cfg: StudyConfig, where: str) -> None:
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:
     """Build each KD loss once so a bad parameter is reported with its key."""
-    try:
-        from volkd.distill import get_kd_loss
-    except ImportError:
-        return
     for i, kd in enumerate(cfg.kd):
         try:
             get_kd_loss(kd.name, **kd.params)
@@ -311,55 +266,15 @@ def _check_kd_params(cfg: StudyConfig, where: str) -> None:
             raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): {e}") from None
 
 
-def describe_errors(e: ValidationError) -> str:
-    """Readable summary of pydantic errors: 'key a.b: message' joined by '; '."""
-    msgs = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(err["loc"][:-1])
-            allowed = f"; allowed keys here: {', '.join(parent.model_fields)}" if parent is not None else ""
-            msgs.append(f"unknown key '{loc}'{allowed}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            msgs.append(f"key '{loc}': {msg} (got {err.get('input')!r})" if err["type"] != "missing" else f"key '{loc}': required but missing")
-    return "; ".join(msgs)
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = StudyConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        ann = field.annotation
-        inner = getattr(ann, "__args__", (ann,))
-        nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if nxt is None and isinstance(ann, type) and issubclass(ann, BaseModel):
-            nxt = ann
-        if nxt is None:
-            return None
-        model = nxt
-    return model
-
-
 def _check_train_extra(cfg: StudyConfig, where: str) -> None:
-    """Check ``training.extra`` against volkd.train.TrainConfig when it is importable."""
-    try:
-        from volkd.train.config import TrainConfig
-    except ImportError:  # training layer not installed: checked again when trials run
-        return
+    """Check ``training.extra`` against volkd.train.TrainConfig."""
     unknown = sorted(set(cfg.training.extra) - set(TrainConfig.model_fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) in 'training.extra': {unknown}; allowed: {', '.join(TrainConfig.model_fields)}")
     try:
         TrainConfig.model_validate(cfg.train_dict("student", 0))
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{where}: key 'training.{loc}': {err['msg']}") from None
+        raise ConfigError(f"{where}: {describe_validation_error(e, TrainConfig, noun='key', prefix='training.')}") from None
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -447,8 +362,6 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
 
 def write_config(path: str | Path, profile: str = "quick", force: bool = False) -> Path:
     """Write the annotated YAML of a built-in profile to ``path`` (refuses to overwrite unless ``force``)."""
-    from volkd.atomic import check_can_write, write_text
-
     path = Path(path)
     check_can_write(path, force)
     cfg = load_profile(profile).model_copy(update={"name": path.stem or profile})
