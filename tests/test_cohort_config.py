@@ -165,3 +165,30 @@ def test_fitted_config_runs_on_a_non_mni_cohort(tmp_path):
     headline = md.split("## Headline")[1].split("\n## ")[0]
     assert "| Majority class |" in headline and "SBR" not in headline
     assert load_checkpoint(tmp_path / "run" / "models" / "r00-teacher" / "best.pt").normalizer["name"] == "zscore"
+
+
+def test_last_stage_size_matches_the_network():
+    from volkd.experiment.cohort_config import last_stage_size
+    from volkd.models import build_model
+
+    assert [last_stage_size(g, 2) for g in (16, 28, 32, 33, 64)] == [1, 2, 2, 3, 4]
+    assert last_stage_size(28, 1) == 4
+    shapes = []
+    for stride in (1, 2):
+        m = build_model(ModelSpec(arch="lightcnn", spatial_dims=3, in_channels=1, num_classes=2, width=4, stem_stride=stride))
+        feats = [o.shape[2] for o in _conv_outputs(m, (1, 1, 28, 28, 28))]
+        shapes.append(feats[-1])
+    assert shapes == [last_stage_size(28, 1), last_stage_size(28, 2)]
+
+
+def _conv_outputs(model, shape):
+    import torch
+
+    outs = []
+    hooks = [mod.register_forward_hook(lambda _m, _i, o: outs.append(o)) for mod in model.modules()
+             if isinstance(mod, torch.nn.Conv3d)]
+    with torch.no_grad():
+        model(torch.zeros(shape))
+    for h in hooks:
+        h.remove()
+    return outs

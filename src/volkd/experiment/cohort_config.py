@@ -24,11 +24,20 @@ from volkd.experiment.config import StudyConfig, annotated_yaml, load_profile, v
 #: A cohort whose smallest class holds less than this fraction of the scans is imbalanced: accuracy
 #: and weighted F1 then reward predicting the majority class, so the headline becomes balanced accuracy.
 IMBALANCED_BELOW = 0.35
-#: Grids smaller than this (voxels along the shortest axis) keep full resolution in the first
-#: convolution (stem stride 1): with stride 2 the light CNN's four stages would end on 1–2 voxels.
-SMALL_GRID = 48
+#: The light CNN halves the grid in each of its four stages (the first by the stem stride); the stem
+#: keeps full resolution (stride 1) unless the last stage would still be at least this many voxels
+#: wide along the shortest axis with stride 2 (Grad-CAM and spatial context need more than 1–2 voxels).
+MIN_LAST_STAGE = 3
 #: The headline metric of imbalanced cohorts, and of balanced ones (the study's).
 IMBALANCED_METRIC, BALANCED_METRIC = "balanced_accuracy", "f1_weighted"
+
+
+def last_stage_size(grid: int, stem_stride: int) -> int:
+    """Voxels along an axis of ``grid`` after the light CNN's stem (``stem_stride``) and three stride-2 stages."""
+    n = -(-grid // stem_stride)
+    for _ in range(3):
+        n = -(-n // 2)
+    return n
 
 
 @dataclass
@@ -141,13 +150,15 @@ def fit_config(cohort_dir: str | Path, profile: str = "quick", name: str | None 
     d["report"] = report
 
     # networks fitted to the grid
-    small = min(f["grid"]) < SMALL_GRID
+    g = min(f["grid"])
+    last = {stride: last_stage_size(g, stride) for stride in (1, 2)}
+    stride = 2 if last[2] >= MIN_LAST_STAGE else 1
     for role in ("teacher", "student"):
-        d[role] = {**base[role], "stem_stride": 1 if small else 2}
+        d[role] = {**base[role], "stem_stride": stride}
         why[f"{role}.stem_stride"] = [
-            f"{'1' if small else '2'}: the grid is {'×'.join(map(str, f['grid']))}; "
-            + (f"below {SMALL_GRID} voxels a stride-2 stem would leave the last stage 1–2 voxels wide" if small
-               else "large enough to halve in the first convolution")]
+            f"{stride}: on the {'×'.join(map(str, f['grid']))} grid the last of the four stages is {last[stride]} voxels wide "
+            + (f"(with stride 1: {last[1]}, 8× the cost of the first stage)" if stride == 2
+               else f"(with stride 2 only {last[2]}; stride 1 costs about 8× more in the first stage of the 3D teacher)")]
 
     # external cohorts
     d["external"] = []
