@@ -1,38 +1,42 @@
-"""The majority-class baseline: class frequencies of the training partition, for every scan."""
+"""The majority-class reference baseline: training priors, constant predictions, no leakage."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from tests.conftest import make_cohort
-from volkd.data.splits import Split, holdout_splits
+from volkd.data.cohort import Cohort, CohortMeta
+from volkd.data.splits import Split
 from volkd.errors import LeakageError
-from volkd.evaluate import classification_metrics, majority_baseline, majority_predict, predict_labels
+from volkd.evaluate import classification_metrics, majority_baseline, majority_predict
 
 
-def test_majority_predicts_the_training_majority_with_its_frequencies():
-    c = make_cohort(n_subjects=12, visits=2, grid=8)  # 4 control and 8 PD subjects
-    split = holdout_splits(c, n_repeats=1)[0]
+def _cohort(labels: list[str]) -> Cohort:
+    n = len(labels)
+    scans = pd.DataFrame({"scan_id": [f"s{i}" for i in range(n)], "subject_id": [f"p{i}" for i in range(n)],
+                          "visit": 0, "label": labels})
+    meta = CohortMeta(grid_shape=(4, 4, 4), class_names=["control", "PD"])
+    return Cohort(np.zeros((n, 4, 4, 4), np.float32), scans, meta)
+
+
+def test_majority_predicts_training_priors_everywhere() -> None:
+    # training: 1 control, 3 PD; test: 2 control, 1 PD -> predicts PD for all
+    c = _cohort(["control", "PD", "PD", "PD", "control", "control", "PD"])
+    split = Split(repeat=0, train=np.array([0, 1, 2, 3]), val=np.array([], int), test=np.array([4, 5, 6]), seed=0, kind="holdout")
     proba, info = majority_baseline(c, split)
-    y_train = c.y[split.train]
-    want = np.bincount(y_train, minlength=2) / len(y_train)
-    assert proba.shape == (len(split.test), 2)
-    np.testing.assert_allclose(proba, np.tile(want, (len(split.test), 1)))
-    assert info["majority"] == "PD" and info["train_counts"] == {"control": int((y_train == 0).sum()), "PD": int((y_train == 1).sum())}
-    assert (predict_labels(proba) == 1).all()
+    assert info["majority"] == "PD"
+    np.testing.assert_allclose(info["priors"], [0.25, 0.75])
+    np.testing.assert_allclose(proba, [[0.25, 0.75]] * 3)
     m = classification_metrics(c.y[split.test], proba)
-    assert m["roc_auc"] == pytest.approx(0.5) and m["balanced_accuracy"] == pytest.approx(0.5) and m["specificity"] == 0.0
-    np.testing.assert_allclose(majority_predict(info, 3), np.tile(want, (3, 1)))
+    assert m["accuracy"] == pytest.approx(1 / 3) and m["roc_auc"] == pytest.approx(0.5) and m["sensitivity"] == 1.0
+    assert majority_predict(info, 2).shape == (2, 2)
 
 
-def test_minority_positive_class_is_never_predicted_and_leakage_is_refused():
-    c = make_cohort(n_subjects=12, visits=1, grid=8)
-    c.scans["label"] = np.where(c.scans["label"] == "PD", "control", "PD")  # now PD is the minority
-    split = holdout_splits(c, n_repeats=1)[0]
-    proba, info = majority_baseline(c, split)
-    assert info["majority"] == "control" and (predict_labels(proba) == 0).all()
-    good = holdout_splits(c, n_repeats=1)[0]
-    bad = Split(0, good.train, good.val, np.concatenate([good.test, good.train[:1]]), 0, "holdout")  # no stored IDs
+def test_majority_refuses_a_leaky_split() -> None:
+    scans = ["control", "PD", "PD", "control"]
+    c = _cohort(scans)
+    c.scans.loc[3, "subject_id"] = "p0"  # subject p0 in train and test
+    split = Split(repeat=0, train=np.array([0, 1]), val=np.array([], int), test=np.array([2, 3]), seed=0, kind="holdout")
     with pytest.raises(LeakageError):
-        majority_baseline(c, bad)
+        majority_baseline(c, split)

@@ -96,7 +96,7 @@ def _records(root: Path) -> dict[str, dict]:
 
 def _assert_same_results(a: Path, b: Path) -> None:
     ra, rb = _records(a), _records(b)
-    assert sorted(ra) == sorted(rb) == ["r00-sbr", "r00-student-mip-graph", "r00-student-mip-none", "r00-teacher"]
+    assert sorted(ra) == sorted(rb) == ["r00-majority", "r00-sbr", "r00-student-mip-graph", "r00-student-mip-none", "r00-teacher"]
     for tid in ra:
         assert ra[tid]["status"] == rb[tid]["status"] == "ok", tid
         assert set(ra[tid]) == set(rb[tid]), tid  # the same record format
@@ -121,7 +121,7 @@ def test_ray_matches_local_and_resumes_across_executors(tmp_path, ray_session, o
 
     _reset(ray_session)
     res = run_study(cfg, on_ray, progress=False, executor="ray")
-    assert (res.n_trials, res.n_run, res.n_failed) == (4, 4, 0)
+    assert (res.n_trials, res.n_run, res.n_failed) == (5, 5, 0)  # SBR, majority, teacher, 2 students
     calls = _calls(ray_session)
     assert calls.count("teacher start") == 1 and sorted(c for c in calls if c.startswith("student")) == ["student graph", "student none"]
     assert calls.index("teacher end") < calls.index("student graph")  # the KD student waited for its teacher
@@ -142,7 +142,7 @@ def test_ray_matches_local_and_resumes_across_executors(tmp_path, ray_session, o
     kept = {p.name: p.stat().st_mtime_ns for p in (mixed / "trials").glob("*") if "graph" not in p.name}
     _reset(ray_session)
     res = run_study(cfg, mixed, progress=False, executor="ray")
-    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 3, 0)
+    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 4, 0)
     assert _calls(ray_session) == ["student graph"]  # teacher and finished trials not retrained
     assert {p.name: p.stat().st_mtime_ns for p in (mixed / "trials").glob("*") if "graph" not in p.name} == kept
     _assert_same_results(local, mixed)
@@ -150,7 +150,7 @@ def test_ray_matches_local_and_resumes_across_executors(tmp_path, ray_session, o
     # and the other way round: a trial missing from the Ray study is finished locally
     (on_ray / "trials" / "r00-student-mip-none.json").unlink()
     res = run_study(cfg, on_ray, progress=False)
-    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 3, 0)
+    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 4, 0)
     _assert_same_results(local, on_ray)
 
 
@@ -159,7 +159,7 @@ def test_ray_failed_trial_is_retried_then_recorded(tmp_path, ray_session) -> Non
     cfg = tiny(execution={"max_retries": 1})
     _reset(ray_session, fail_always=["graph"], fail_once=["none"])
     res = run_study(cfg, tmp_path / "s", progress=False, executor="ray")
-    assert (res.n_trials, res.n_run, res.n_failed) == (4, 4, 1)
+    assert (res.n_trials, res.n_run, res.n_failed) == (5, 5, 1)
     calls = _calls(ray_session)
     assert calls.count("student graph") == 2 and calls.count("student none") == 2 and calls.count("teacher start") == 1
     recs = _records(tmp_path / "s")
@@ -278,7 +278,7 @@ def test_volkd_run_cli_on_ray_with_cohort_folder_and_external(tmp_path, ray_sess
     res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress",
                                                          "--executor", "ray"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "4 trial(s) run, 0 resumed from earlier runs, 0 failed" in res.output
+    assert "5 trial(s) run, 0 resumed from earlier runs, 0 failed" in res.output
     recs = _records(tmp_path / "run")
     assert all(r["status"] == "ok" for r in recs.values())
     assert {tid for tid, r in recs.items() if set(r["external"]) == {"pet"}} == set(recs)  # shipped external cohort used

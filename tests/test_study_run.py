@@ -39,7 +39,7 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
     out = tmp_path / "study"
     counted["fail"] = {"graph"}
     first = run_study(cfg, out, progress=False)
-    assert (first.n_trials, first.n_run, first.n_failed) == (4, 4, 1)
+    assert (first.n_trials, first.n_run, first.n_failed) == (5, 5, 1)  # SBR, majority, teacher, 2 students
     assert counted["teacher"] == 1
     # the KD student got the repeat's teacher checkpoint; the no-KD student none
     assert sorted(counted["student"]) == [("graph", str(out / "models" / "r00-teacher" / "best.pt")), ("none", None)]
@@ -50,18 +50,20 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
     ok = json.loads((out / "trials" / "r00-teacher.json").read_text())
     assert ok["status"] == "ok" and set(ok["external"]) == set() and ok["train"]["epochs_run"] == 1
     assert 0.0 <= ok["metrics"]["f1_weighted"] <= 1.0
+    maj = json.loads((out / "trials" / "r00-majority.json").read_text())
+    assert maj["status"] == "ok" and maj["metrics"]["roc_auc"] == pytest.approx(0.5) and maj["train"]["model"] == "majority_class"
 
     # rerun: only the failed trial runs again (finished trials are skipped, teacher reused)
     counted["fail"] = set()
     counted["student"].clear()
     second = run_study(cfg, out, progress=False)
-    assert (second.n_run, second.n_skipped, second.n_failed) == (1, 3, 0)
+    assert (second.n_run, second.n_skipped, second.n_failed) == (1, 4, 0)
     assert counted["teacher"] == 1 and [c[0] for c in counted["student"]] == ["graph"]
 
     # a third run trains nothing at all
     third = run_study(cfg, out, progress=False)
     assert third.n_run == 0 and counted["teacher"] == 1 and len(counted["student"]) == 1
-    assert list(third.headline["method"]) == ["mip", "3D teacher", "SBR + logistic regression"]
+    assert list(third.headline["method"]) == ["mip", "3D teacher", "SBR + logistic regression", "majority class (constant)"]
 
     # a changed config refuses to mix; --new starts next to it
     from volkd.errors import ConfigError

@@ -1,4 +1,4 @@
-"""volkd.evaluate: per-trial metrics, statistics over repeats, the SBR clinical and majority-class baselines."""
+"""volkd.evaluate: per-trial metrics, statistics over repeats, the SBR clinical baseline, the majority-class reference."""
 
 from volkd.evaluate.metrics import (
     METRIC_NAMES, EvaluationError, classification_metrics, confusion, expected_calibration_error, predict_labels,

@@ -149,7 +149,7 @@ def comparisons_frame(results: pd.DataFrame, cfg: StudyConfig, metric: str | Non
 
 # ---------------------------------------------------------------- headline
 #: Headline row labels of the teacher and the baselines.
-REFERENCE_LABELS = {"teacher": "3D teacher", "sbr": "SBR + logistic regression", "majority": "Majority class"}
+REFERENCE_LABELS = {"teacher": "3D teacher", "sbr": "SBR + logistic regression", "majority": "majority class (constant)"}
 
 def headline_table(results: pd.DataFrame, cfg: StudyConfig, metric: str | None = None) -> pd.DataFrame:
     """The study's table: rows = projections (+ teacher, the baselines), columns = without KD, with KD, Δ, p."""

@@ -16,9 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from volkd.atomic import check_can_write, write_text
-from volkd.data.cohort import read_meta
+from volkd.data.cohort import META_FILE
 from volkd.distill import get_kd_loss
-from volkd.errors import CohortError, ConfigError, describe_validation_error, listed_once, one_of
+from volkd.errors import ConfigError, describe_validation_error, listed_once, one_of
 from volkd.train.config import TrainConfig
 
 #: Projection preset names understood by ``volkd.projection.preset``.
@@ -33,11 +33,8 @@ METRICS: tuple[str, ...] = (
     "specificity", "g_mean", "roc_auc", "brier", "ece",
 )
 PROFILES: tuple[str, ...] = ("quick", "paper")
-#: Baselines a study can run beside the networks (trial kinds of the same names).
+#: Reference baselines a study can run beside the networks (``baselines`` key).
 BASELINES: tuple[str, ...] = ("sbr", "majority")
-#: Keys added after studies were first run, at the value that reproduces the behaviour from before
-#: they existed: left out of the config hash at that value, so existing study folders still resume.
-HASH_LEGACY_DEFAULTS: dict[str, Any] = {"baselines": ["sbr"]}
 
 
 class _Strict(BaseModel):
@@ -166,18 +163,19 @@ class StudyConfig(_Strict):
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="lightcnn"), description="2D student network (sees projections)")
     projections: list[str] = Field(default_factory=lambda: ["slices", "mip", "early", "fuseme"], min_length=1, description=f"2D projection presets; allowed: {', '.join(PROJECTIONS)}")
     kd: list[KDConfig] = Field(default_factory=lambda: [KDConfig(name="none"), KDConfig(name="graph")], min_length=1, description="KD methods; include `none` for the no-KD baseline")
-    baselines: list[Literal["sbr", "majority"]] = Field(default_factory=lambda: ["sbr"], description="baselines run beside the networks: `sbr` (striatal binding ratios + logistic regression; needs an MNI-space cohort) and `majority` (always the training partition's majority class; its class frequencies as probabilities); [] for none")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training budget (teacher and students)")
     teacher_training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig, description="teacher-only overrides of the budget")
     external: list[ExternalConfig] = Field(default_factory=list, description="cohorts evaluated without retraining (e.g. the synthetic PET variant)")
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="reference baselines run on every split: `sbr` (striatal binding ratios + logistic regression; MNI-space cohorts only) and `majority` (always predicts the training partition's majority class); [] for none")
     report: ReportConfig = Field(default_factory=ReportConfig, description="report options")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials are executed: locally or on a Ray cluster (see docs/scaling.md)")
 
     _projections = field_validator("projections")(one_of("projection", PROJECTIONS))
     _projections_once = field_validator("projections")(listed_once("projection"))
     _kd_once = field_validator("kd")(listed_once("KD method", lambda k: k.name))
-    _baselines_once = field_validator("baselines")(listed_once("baseline"))
     _external_once = field_validator("external")(listed_once("external cohort name", lambda e: e.name))
+    _baselines = field_validator("baselines")(one_of("baseline", BASELINES))
+    _baselines_once = field_validator("baselines")(listed_once("baseline"))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -195,9 +193,6 @@ class StudyConfig(_Strict):
     def config_hash(self) -> str:
         """SHA-256 of everything that shapes results (the study's name and execution excluded)."""
         d = self.model_dump(mode="json", exclude={"name", "execution"})
-        for key, legacy in HASH_LEGACY_DEFAULTS.items():
-            if d.get(key) == legacy:
-                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def train_dict(self, role: Literal["teacher", "student"], repeat: int, kd: KDConfig | None = None) -> dict[str, Any]:
@@ -226,35 +221,42 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
         raise ConfigError(f"{where}: {describe_validation_error(e, StudyConfig, noun='key')}") from None
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
-    _check_fits_dataset(cfg, where)
+    _check_baselines(cfg, where)
+    _check_normalizer(cfg, where)
     return cfg
 
 
-def dataset_space(ds: DatasetConfig) -> str | None:
-    """The space of a dataset as far as it is known at config time: ``MNI`` for the synthetic generator,
-    the ``space`` of a cohort folder's ``cohort.json``; None when the folder cannot be read (yet)."""
-    if ds.kind == "synthetic":
-        return "MNI"
+def _cohort_space(cfg: StudyConfig) -> tuple[str, Path] | None:
+    """(space, cohort.json) of the main cohort folder as its ``cohort.json`` says; None for the synthetic
+    generator (always MNI) or a folder that cannot be read yet (left to the data loader's own error)."""
+    if cfg.dataset.kind != "cohort":
+        return None
+    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
     try:
-        return read_meta(Path(str(ds.path))).space
-    except CohortError:
-        return None  # the runner reports a missing or broken cohort when it loads it
+        return str(json.loads(meta_file.read_text()).get("space", "unknown")), meta_file
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
-def _check_fits_dataset(cfg: StudyConfig, where: str) -> None:
-    """Refuse, at config time, what cannot run on the main cohort: SBR and reference normalisation outside MNI space."""
-    space = dataset_space(cfg.dataset)
-    if space is None or space == "MNI":
-        return
-    what = f"the cohort {cfg.dataset.path} is in space {space!r}"
-    if "sbr" in cfg.baselines:
-        rest = [b for b in cfg.baselines if b != "sbr"]
-        raise ConfigError(f"{where}: key 'baselines': sbr needs an MNI-space cohort (its striatal and occipital regions "
-                          f"come from the MNI atlas), but {what}; set baselines: {rest} "
-                          "(`volkd init-config --cohort DIR` writes a config fitted to the cohort)")
-    if cfg.training.extra.get("normalizer") == "reference":
+def _check_baselines(cfg: StudyConfig, where: str) -> None:
+    """Refuse the SBR baseline at config time when the cohort folder says it is not in MNI space
+    (the atlas ROIs would fall on the wrong voxels)."""
+    found = _cohort_space(cfg) if "sbr" in cfg.baselines else None
+    if found is not None and found[0] != "MNI":
+        space, meta_file = found
+        raise ConfigError(f"{where}: key 'baselines': the SBR baseline needs a cohort in MNI space (atlas ROIs), but "
+                          f"{meta_file} says space {space!r}; remove `sbr` from baselines (e.g. baselines: [majority])")
+
+
+def _check_normalizer(cfg: StudyConfig, where: str) -> None:
+    """Refuse reference normalisation at config time when the cohort folder says it is not in MNI space
+    (the atlas occipital region would fall on the wrong voxels)."""
+    found = _cohort_space(cfg) if cfg.training.extra.get("normalizer") == "reference" else None
+    if found is not None and found[0] != "MNI":
+        space, meta_file = found
         raise ConfigError(f"{where}: key 'training.extra.normalizer': reference divides by the atlas occipital region, "
-                          f"which needs an MNI-space cohort, but {what}; use normalizer: zscore")
+                          f"which needs a cohort in MNI space, but {meta_file} says space {space!r}; use normalizer: zscore "
+                          "(`volkd init-config --cohort DIR` writes a config fitted to the cohort)")
 
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:

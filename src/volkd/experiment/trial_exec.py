@@ -22,8 +22,9 @@ from volkd.data.splits import Split
 from volkd.data.synth import synthesize
 from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, VolkdError
-from volkd.evaluate import (classification_metrics, cohort_sbr, majority_baseline, majority_predict, predict_labels, sbr_baseline,
-                            sbr_predict)
+from volkd.evaluate import (
+    classification_metrics, cohort_sbr, majority_baseline, majority_predict, predict_labels, sbr_baseline, sbr_predict,
+)
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
 from volkd.experiment.progress import ProgressView
 from volkd.experiment.store import StudyStore
@@ -109,7 +110,8 @@ def _sbr_trial(ctx: StudyContext, split: Split) -> tuple[np.ndarray, dict[str, t
 
 def _majority_trial(ctx: StudyContext, split: Split) -> tuple[np.ndarray, dict[str, tuple[Cohort, np.ndarray]], dict[str, Any]]:
     proba, info = majority_baseline(ctx.cohort, split)
-    return proba, {n: (c, majority_predict(info, len(c))) for n, c in ctx.externals.items()}, info
+    ext = {n: (c, majority_predict(info, len(c))) for n, c in ctx.externals.items() if c.class_names == ctx.cohort.class_names}
+    return proba, ext, {"model": "majority_class", **info}
 
 
 def kd_spec(kd: KDConfig) -> dict[str, Any]:

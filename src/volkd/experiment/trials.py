@@ -31,7 +31,7 @@ class Trial:
 
     @property
     def method(self) -> str:
-        """The method label aggregated over repeats: ``teacher``, ``sbr``, ``majority`` or ``fuseme+graph``."""
+        """The method label aggregated over repeats: ``teacher``, ``sbr`` or ``fuseme+graph``."""
         return f"{self.projection}+{self.kd}" if self.kind == "student" else self.kind
 
     @property
@@ -40,7 +40,7 @@ class Trial:
 
 
 def plan_trials(cfg: StudyConfig, n_repeats: int | None = None) -> list[Trial]:
-    """All trials of a study in execution order (per repeat: the baselines, teacher, then its students).
+    """All trials of a study in execution order (per repeat: SBR, teacher, then its students).
 
     ``n_repeats`` defaults to ``cfg.split.repeats`` (the number of splits actually made
     may differ for the ``official`` protocol, which has one).
@@ -57,5 +57,5 @@ def plan_trials(cfg: StudyConfig, n_repeats: int | None = None) -> list[Trial]:
 
 
 def method_order(cfg: StudyConfig) -> list[str]:
-    """Method labels in report order: teacher, the baselines, then each projection × KD."""
+    """Method labels in report order: teacher, the baselines (SBR, majority class), then each projection × KD."""
     return ["teacher", *cfg.baselines] + [f"{p}+{k}" for p in cfg.projections for k in cfg.kd_names]
