@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from volkd.experiment.config import load_profile, validate_config
-from volkd.experiment.trials import Trial, method_order, plan_trials
+from volkd.experiment.trials import Trial, method_order, plan_trials, prerequisites, teacher_of
 
 
 def test_plan_counts_and_order() -> None:
@@ -46,3 +46,14 @@ def test_baselines_switch_trials_and_order() -> None:
     none = validate_config({"projections": ["mip"], "kd": [{"name": "none"}], "baselines": [], "split": {"repeats": 1}})
     assert [t.kind for t in plan_trials(none)] == ["teacher", "student"]
     assert Trial(0, "majority").trial_id == "r00-majority"
+
+
+def test_prerequisites_kd_students_wait_for_their_splits_teacher() -> None:
+    cfg = validate_config({"projections": ["mip"], "kd": [{"name": "none"}, {"name": "graph"}], "split": {"repeats": 2}})
+    deps = {t.trial_id: [p.trial_id for p in prerequisites(t, cfg)] for t in plan_trials(cfg)}
+    assert deps["r01-student-mip-graph"] == ["r01-teacher"]
+    assert deps["r01-student-mip-none"] == [] and deps["r00-teacher"] == [] and deps["r00-sbr"] == [] and deps["r00-majority"] == []
+    assert teacher_of(Trial(1, "student", "mip", "graph")) == Trial(1, "teacher")
+    # every prerequisite is itself planned, and comes earlier in the plan
+    order = [t.trial_id for t in plan_trials(cfg)]
+    assert all(order.index(p) < order.index(t) for t, ps in deps.items() for p in ps)

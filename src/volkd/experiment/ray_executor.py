@@ -32,7 +32,7 @@ from volkd.experiment.config import ExecutionConfig, StudyConfig
 from volkd.experiment.progress import ProgressView
 from volkd.experiment.store import STUDY_FILE, StudyStore
 from volkd.experiment.trial_exec import StudyContext, load_dataset, run_trial
-from volkd.experiment.trials import Trial
+from volkd.experiment.trials import Trial, prerequisites
 
 INSTALL_HINT = "pip install volkd[cluster]"
 
@@ -176,11 +176,6 @@ def worker_spec(ctx: StudyContext, execution: ExecutionConfig, ship: dict[str, A
                       cohorts=dict(ship or {}))
 
 
-def needs_teacher(t: Trial, cfg: StudyConfig) -> bool:
-    """True for a student distilled from its repeat's teacher (a `none` student needs none)."""
-    return t.kind == "student" and cfg.kd_config(str(t.kd)).name != "none"
-
-
 def failure_record(error: BaseException, seconds: float) -> dict[str, Any]:
     """The stored record of an attempt that died outside ``run_trial`` (same fields as its failures)."""
     cause = getattr(error, "cause", None)
@@ -220,12 +215,11 @@ class RayExecutor:
         queue = ScheduleQueue(order)
         running: dict[Any, tuple[Trial, float]] = {}
         final: dict[Trial, dict[str, Any]] = {}
-        pending_teachers = {t.repeat for t in trials if t.kind == "teacher"}
-        waiting: dict[int, list[Trial]] = {}
+        # a trial waits for its prerequisites that are part of this run (finished ones are on disk)
+        in_run = set(trials)
+        waiting = {t: {p for p in prerequisites(t, ctx.cfg) if p in in_run} for t in trials}
         for t in trials:
-            if needs_teacher(t, ctx.cfg) and t.repeat in pending_teachers:
-                waiting.setdefault(t.repeat, []).append(t)
-            else:
+            if not waiting[t]:
                 queue.push(t)
 
         def submit(t: Trial) -> None:
@@ -251,9 +245,11 @@ class RayExecutor:
                     continue
                 final[t] = rec
                 view.done(t, rec["status"] == "ok")
-                if t.kind == "teacher":
-                    for s in waiting.pop(t.repeat, []):
-                        queue.push(s)
+                for s, deps in waiting.items():
+                    if t in deps:
+                        deps.discard(t)
+                        if not deps:
+                            queue.push(s)
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref, force=True)

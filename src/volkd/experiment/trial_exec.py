@@ -28,7 +28,7 @@ from volkd.evaluate import (
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
 from volkd.experiment.progress import ProgressView
 from volkd.experiment.store import StudyStore
-from volkd.experiment.trials import Trial
+from volkd.experiment.trials import Trial, teacher_of
 from volkd.projection import preset
 from volkd.train import load_checkpoint, predict_proba, train_student, train_teacher
 
@@ -144,7 +144,7 @@ def _model_trial(t: Trial, ctx: StudyContext, split: Split, view: ProgressView,
         kd = cfg.kd_config(str(t.kd))
         teacher_ckpt = None
         if kd.name != "none":
-            teacher_trial = Trial(t.repeat, "teacher")
+            teacher_trial = teacher_of(t)
             if not store.is_finished(teacher_trial):
                 raise ConfigError(f"the teacher of repeat {t.repeat} did not finish (see {store.result_path(teacher_trial).name}); "
                                   "a KD student needs it")

@@ -39,6 +39,20 @@ class Trial:
         return KIND_COST[self.kind]
 
 
+def teacher_of(t: Trial) -> Trial:
+    """The teacher trial a student of the same split distils from."""
+    return Trial(t.repeat, "teacher")
+
+
+def prerequisites(t: Trial, cfg: StudyConfig) -> list[Trial]:
+    """The trials that must have finished before ``t`` can start: a KD student needs its split's
+    teacher; every other trial (baselines, teachers, no-KD students) needs nothing. Every
+    executor schedules by this one rule."""
+    if t.kind == "student" and cfg.kd_config(str(t.kd)).name != "none":
+        return [teacher_of(t)]
+    return []
+
+
 def plan_trials(cfg: StudyConfig, n_repeats: int | None = None) -> list[Trial]:
     """All trials of a study in execution order (per repeat: SBR, teacher, then its students).
 
