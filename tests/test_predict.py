@@ -184,7 +184,7 @@ def _bad_inputs(setup, folder: Path) -> dict[str, str]:
     np.save(folder / "arrays.npy", vol)
     return {"slice2d.nii": "3-D", "series4d.nii.gz": "3-D", "thin.nii.gz": "not a 3-D volume",
             "coarse.nii.gz": "voxel size", "elsewhere.nii.gz": "covers 0% of the training field of view",
-            "corrupt.nii.gz": "unreadable NIfTI", "arrays.npy": "carry no affine"}
+            "corrupt.nii.gz": "unreadable NIfTI", "arrays.npy[0]": "carry no affine"}  # MNI model: arrays refused
 
 
 def test_incompatible_scans_are_skipped_with_reasons(setup, tmp_path):
