@@ -25,11 +25,12 @@ def _cases() -> list[np.ndarray]:
         rng.standard_normal((1, 3, 4, 300)),                  # many slices along the last axis
         rng.standard_normal((1, 290, 260, 3)) * 1e-3 + 7,     # > 65,535 pixels per slice, small range
         np.linspace(-1, 1, 2 * 7 * 8 * 9).reshape(2, 7, 8, 9),  # exact bin edges (a ramp)
+        np.stack([np.zeros((255, 257)), rng.random((255, 257))], axis=-1)[None],  # 65,535 pixels in one bin (uint16 limit)
     ]
 
 
 @needs_numba
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(8))
 def test_numba_and_numpy_entropies_are_bit_identical(case: int) -> None:
     vols = _cases()[case].astype(np.float32)
     for axis in range(3):
