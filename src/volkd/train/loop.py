@@ -110,6 +110,7 @@ class _Placed:
     teacher_emb: torch.Tensor | None
     teacher_logits: torch.Tensor | None
     scaler: torch.amp.GradScaler | None
+    sources: tuple[object, object]  # (train data, teacher outputs) these were built from
 
 
 @dataclass
@@ -132,8 +133,9 @@ class Loop:
 
     # ------------------------------------------------------------------ setup
     def _placed(self) -> _Placed:
-        """Resolve ``device``/``precision`` and move the model and the run's tensors there (once)."""
-        if self._place is None:
+        """Resolve ``device``/``precision`` and move the model and the run's tensors there (once;
+        again if ``train`` or ``teacher`` were replaced)."""
+        if self._place is None or self._place.sources[0] is not self.train or self._place.sources[1] is not self.teacher:
             c = self.config
             device = resolve_device(c.device)
             prec = resolve_precision(c.precision, device)
@@ -145,7 +147,7 @@ class Loop:
                 device, prec, place_inputs(self.train.x, device), self.train.y.to(device),
                 self.class_weight.to(device) if self.class_weight is not None else None,
                 t.embeddings.to(device) if t is not None else None, t.logits.to(device) if t is not None else None,
-                prec.scaler())
+                self._place.scaler if self._place is not None else prec.scaler(), (self.train, t))
         return self._place
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -308,6 +310,7 @@ class Loop:
                 advance()
         sync_buffers(self.model, ctx)
         return sums.epoch_means(ctx, c.w_cls, c.w_kd, kd=self.kd is not None)
+
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict(self, data: ArrayData) -> torch.Tensor:
