@@ -20,14 +20,16 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from volkd.atomic import write_json
+from volkd.atomic import check_sources, clean_stale_inside, write_json
 from volkd.data.cohort import Cohort
 from volkd.data.splits import Split, check_no_leakage, make_splits, save_splits
 from volkd.errors import ConfigError, VolkdError
 from volkd.evaluate import classification_metrics, cohort_sbr, predict_labels, sbr_baseline, sbr_predict
 from volkd.experiment.config import DatasetConfig, KDConfig, StudyConfig
-from volkd.experiment.store import StudyStore
+from volkd.experiment.store import StudyStore, next_free_path
 from volkd.experiment.trials import Trial, plan_trials
+from volkd.locks import output_lock
+from volkd.paths import safe_name
 from volkd.provenance import provenance
 from volkd.train import load_checkpoint, predict_proba, train_student, train_teacher
 
@@ -50,10 +52,11 @@ class StudyOutcome:
 
 
 # ------------------------------------------------------------------- data
-def load_dataset(ds: DatasetConfig, where: str = "dataset") -> Cohort:
-    """The built-in synthetic cohort (seeded) or a cohort folder."""
+def load_dataset(ds: DatasetConfig, where: str = "dataset", verify: bool = True) -> Cohort:
+    """The built-in synthetic cohort (seeded) or a cohort folder (its content verified against
+    cohort.json unless ``verify=False``: a changed volumes.npy or scans.csv is an error)."""
     if ds.kind == "cohort":
-        return Cohort.load(Path(str(ds.path)).expanduser())
+        return Cohort.load(Path(str(ds.path)).expanduser(), verify=verify)
     from volkd.data.synth import synthesize
 
     g = int(ds.grid)
@@ -74,8 +77,8 @@ def make_study_splits(cfg: StudyConfig, cohort: Cohort) -> tuple[list[Split], di
 
 
 def default_out(cfg: StudyConfig) -> Path:
-    """``volkd-runs/<study name>``."""
-    return Path("volkd-runs") / cfg.name
+    """``volkd-runs/<study name>`` (the name made safe as a folder name, see volkd.paths.safe_name)."""
+    return Path("volkd-runs") / safe_name(cfg.name)
 
 
 # --------------------------------------------------------------- progress
@@ -139,19 +142,31 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = 
     """Run (or resume) the study described by ``cfg`` in ``out`` and render its report.
 
     ``executor`` (``local`` | ``ray``) and ``address`` override ``cfg.execution`` (see
-    volkd.experiment.executors); the results do not depend on them.
+    volkd.experiment.executors); the results do not depend on them. The data are loaded,
+    verified and split before the study folder is created or touched; the folder is locked
+    (volkd.locks) while the study runs.
     """
     from volkd.experiment.executors import get_executor
-    from volkd.report.render import build_report
 
     t0 = time.perf_counter()
-    console = console or Console()
     runner_ = get_executor(cfg.execution, executor, address)
-    store = StudyStore.open(Path(out) if out is not None else default_out(cfg), cfg, force=force, new=new)
     cohort = load_dataset(cfg.dataset)
     externals = {e.name: load_dataset(e, where=f"external[{e.name}]") for e in cfg.external}
-    _check_cohort(store, cohort)
     splits, proto = make_study_splits(cfg, cohort)
+    root = Path(out) if out is not None else default_out(cfg)
+    root = next_free_path(root) if new else root
+    check_sources(root, [Path(str(d.path)).expanduser() for d in (cfg.dataset, *cfg.external) if d.kind == "cohort"])
+    with output_lock(root, "volkd run"):
+        store = StudyStore.open(root, cfg, force=force)
+        clean_stale_inside(store.root)  # under the lock, before any trial: leftovers of killed runs
+        return _run_opened(cfg, store, cohort, externals, splits, proto, runner_, t0, progress, console or Console())
+
+
+def _run_opened(cfg: StudyConfig, store: StudyStore, cohort: Cohort, externals: dict[str, Cohort], splits: list[Split],
+                proto: dict[str, Any], runner_: Any, t0: float, progress: bool, console: Console) -> StudyOutcome:
+    from volkd.report.render import build_report
+
+    _check_cohort(store, cohort)
     save_splits(store.root / "splits.json", splits, cohort, proto, force=True)
     env = _environment(cfg, cohort, externals)
     write_json(store.root / "environment.json", env)

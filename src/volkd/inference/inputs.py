@@ -11,7 +11,7 @@ import numpy as np
 
 from volkd.data.cohort import META_FILE, SCANS_FILE, VOLUMES_FILE, Cohort
 from volkd.data.readers import ARRAY_SUFFIXES, dicom_files, is_dicom_file, is_nifti, read_scan
-from volkd.errors import VolkdError
+from volkd.errors import CohortChangedError, VolkdError
 
 
 @dataclass
@@ -60,7 +60,8 @@ def _scan_id(path: Path) -> str:
 
 
 def _cohort_inputs(path: Path) -> list[ScanInput]:
-    cohort = Cohort.load(path)
+    # verified: the training-overlap check trusts the cohort's subject IDs, so its content must be what was imported
+    cohort = Cohort.load(path, verify=True)
     return [ScanInput(f"{path}[{sid}]", sid, "cohort", path, str(subj), cohort, i)
             for i, (sid, subj) in enumerate(zip(cohort.scan_ids, cohort.subjects))]
 
@@ -109,6 +110,8 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[ScanInput], list[Skip
                     skipped.append(Skipped(str(p), "no NIfTI file, DICOM series or cohort found in this folder"))
             else:
                 skipped.append(Skipped(str(p), "not a NIfTI file (.nii/.nii.gz), DICOM file/series folder or cohort directory"))
+        except CohortChangedError:
+            raise
         except VolkdError as e:
             skipped.append(Skipped(str(p), str(e).removeprefix(f"{p}: ")))
     return scans, skipped
