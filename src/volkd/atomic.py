@@ -123,13 +123,24 @@ def _overlaps(out: Path, source: Path) -> bool:
     return o == s or o in s.parents
 
 
+#: Files volkd reads as input: never replaced by an output written inside an input folder.
+INPUT_FILES = (".nii", ".nii.gz", ".dcm", ".npy", ".npz", ".pt", "cohort.json", "scans.csv", "collection.csv")
+
+
 def check_sources(path: str | Path, sources: Iterable[str | Path]) -> None:
-    """Refuse an output that is one of the command's inputs or a folder holding one."""
+    """Refuse an output that is one of the command's inputs, a folder holding one, or an existing
+    scan/cohort/checkpoint file inside an input folder."""
     path = Path(path)
     for s in sources:
-        if s is not None and _overlaps(path, Path(s)):
-            what = "is" if os.path.realpath(path) == os.path.realpath(s) else "holds"
-            raise OutputError(f"{path}: {what} the input {s}; volkd never writes over its own input: choose another output path")
+        if s is None:
+            continue
+        if _overlaps(path, Path(s)):
+            what = "is this command's input" if os.path.realpath(path) == os.path.realpath(s) else f"holds this command's input {s}"
+            raise OutputError(f"{path}: {what}; volkd never writes over its own input: choose another output path")
+        inside = Path(os.path.realpath(s)) in Path(os.path.realpath(path)).parents
+        if inside and path.is_file() and path.name.lower().endswith(INPUT_FILES):
+            raise OutputError(f"{path}: is a file of this command's input {s}; volkd never writes over its own input: "
+                              "choose another output path")
 
 
 def is_output_of(path: Path, kind: str) -> bool:
@@ -198,6 +209,7 @@ def atomic_dir(path: str | Path, force: bool = False, kind: str | None = None,
         check_can_write(path, force)
     else:
         check_output(path, force, kind, sources)
+    probe_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))

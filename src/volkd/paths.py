@@ -87,7 +87,9 @@ def safe_name(value: str) -> str:
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     ascii_ = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
-    stem = _UNSAFE_CHAR.sub("_", ascii_).strip("._-")[:MAX_STEM - 11] or "id"
+    stem = _UNSAFE_CHAR.sub("_", ascii_).strip("._-")[:MAX_STEM - 12] or "id"
+    if stem.split(".")[0].upper() in RESERVED:  # "con.txt" → "_con.txt-…": a device name before the first dot
+        stem = f"_{stem}"
     return f"{stem}-{digest}"
 
 

@@ -45,12 +45,12 @@ def _config(**kw: Any) -> Any:
     return TrainConfig.from_dict({**kw, "augment": {"enabled": aug}}, where="command-line options")
 
 
-def _locked(out: Path, command: str) -> contextlib.AbstractContextManager[Any]:
+def _locked(out: Path) -> contextlib.AbstractContextManager[Any]:
     """The run folder's lock, held by the coordinating process only (rank 0 under torchrun)."""
     probe_writable(out)
     if int(os.environ.get("RANK", "0")) != 0:
         return contextlib.nullcontext()
-    return output_lock(out, command)
+    return output_lock(out)
 
 
 def _report(res: Any) -> None:
@@ -97,7 +97,7 @@ def train_teacher_cmd(
                   monitor=monitor, class_weighting=class_weighting, seed=seed, normalizer=normalizer, augment=augment, progress=progress,
                   device=device, tensorboard=tensorboard)
     spec = ModelSpec(arch=model, spatial_dims=3, in_channels=1, num_classes=len(c.class_names), width=width)
-    with _locked(out, "volkd train-teacher"):
+    with _locked(out):
         res = train_teacher(c, resolve_split(c, split, repeat), spec, cfg, out, resume=resume, force=force)
     _report(res)
 
@@ -130,7 +130,7 @@ def train_student_cmd(
                   w_cls=w_cls, w_kd=w_kd, teacher_cache_dir=str(teacher_cache_dir) if teacher_cache_dir else None, progress=progress,
                   device=device, tensorboard=tensorboard)
     spec = student_model_spec(model, projection, len(c.class_names), width=width)
-    with _locked(out, "volkd train-student"):
+    with _locked(out):
         res = train_student(c, resolve_split(c, split, repeat), projection, spec, {"name": kd, **_kd_params(kd_param)},
                             teacher, cfg, out, resume=resume, force=force)
     _report(res)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from volkd.atomic import atomic_dir, check_output, clean_stale, temp_prefix, write_json, write_text
+from volkd.atomic import atomic_dir, check_output, clean_stale, probe_writable, temp_prefix, write_json, write_text
 from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import Cohort, CohortMeta
 from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem, read_text_table,
@@ -421,6 +421,7 @@ def import_scans(
     out = Path(out)
     inputs = [p for p in (source, labels_csv, ppmi_csv) if p is not None]
     check_output(out, force, "cohort", inputs)
+    probe_writable(out)
     label_map = parse_map(label_map)
     include = parse_map(include_groups)
     grid = _grid(target_grid)
@@ -457,7 +458,7 @@ def import_scans(
     if not entries:
         raise ScanImportError(f"{source}: nothing to import. " + " ".join(summary.lines()[2:]))
     _check_ids(entries, source)
-    with output_lock(out, "volkd import"):
+    with output_lock(out):
         check_output(out, force, "cohort", inputs)  # again under the lock: the folder may have changed
         clean_stale(out, held=True)
         return _import(entries, names, out, source, grid, space, crop, skip_bad, force, order, summary, is_arrays,

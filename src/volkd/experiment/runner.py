@@ -20,7 +20,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from volkd.atomic import check_sources, clean_stale_inside, write_json
+from volkd.atomic import check_sources, clean_stale_inside, probe_writable, write_json
 from volkd.data.cohort import Cohort
 from volkd.data.splits import Split, check_no_leakage, make_splits, save_splits
 from volkd.errors import ConfigError, VolkdError
@@ -150,13 +150,14 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = 
 
     t0 = time.perf_counter()
     runner_ = get_executor(cfg.execution, executor, address)
-    cohort = load_dataset(cfg.dataset)
-    externals = {e.name: load_dataset(e, where=f"external[{e.name}]") for e in cfg.external}
-    splits, proto = make_study_splits(cfg, cohort)
     root = Path(out) if out is not None else default_out(cfg)
     root = next_free_path(root) if new else root
     check_sources(root, [Path(str(d.path)).expanduser() for d in (cfg.dataset, *cfg.external) if d.kind == "cohort"])
-    with output_lock(root, "volkd run"):
+    probe_writable(root)
+    cohort = load_dataset(cfg.dataset)
+    externals = {e.name: load_dataset(e, where=f"external[{e.name}]") for e in cfg.external}
+    splits, proto = make_study_splits(cfg, cohort)
+    with output_lock(root):
         store = StudyStore.open(root, cfg, force=force)
         clean_stale_inside(store.root)  # under the lock, before any trial: leftovers of killed runs
         return _run_opened(cfg, store, cohort, externals, splits, proto, runner_, t0, progress, console or Console())
