@@ -171,10 +171,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def _unpickler_detail(message: str) -> str:
     """The specific reason in a torch.load error (e.g. 'Unsupported global: GLOBAL x.Y'), without torch's advice."""
     m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+was not an allowed global|\s+Please |\n|$)", message, re.S)
-    text = m.group(1).strip() if m else (message.strip().splitlines() or [""])[0]
+    text = m.group(1).strip() if m else (message.strip().splitlines() or [""])[0].split(". ")[0].strip()
     if "weights_only" in text:
         text = "the file is not a plain tensor archive"
-    return text[:200]
+    return text[:200] or "the file is empty or cut short"
 
 
 def file_hash(path: str | Path) -> str:
