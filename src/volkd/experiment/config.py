@@ -262,6 +262,8 @@ def _check_kd_params(cfg: StudyConfig, where: str) -> None:
             get_kd_loss(kd.name, **kd.params)
         except ConfigError as e:
             raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): {e}") from None
+        except (TypeError, ValueError, ArithmeticError) as e:  # a parameter of the wrong type (e.g. w_fg: null)
+            raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): invalid value in {kd.params!r} ({e})") from None
 
 
 def describe_errors(e: ValidationError) -> str:
