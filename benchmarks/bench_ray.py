@@ -36,7 +36,7 @@ def main() -> None:
     import volkd.experiment.ray_executor as ray_executor
     from volkd.experiment.config import validate_config
     from volkd.experiment.ray_executor import RayExecutor
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
 
     phase: dict[str, float] = {}
 

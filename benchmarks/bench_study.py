@@ -32,7 +32,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from volkd.experiment.config import load_profile, validate_config
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
 
     cfg = load_profile("quick")
     if args.scale == "small":

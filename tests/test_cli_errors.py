@@ -89,7 +89,7 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkey
 def blocked(tmp_path):
     """A cohort, a study config on it, and a regular file standing where an output folder should go."""
     make_cohort(n_subjects=16, visits=1, grid=8).save(tmp_path / "c")
-    (tmp_path / "study.yaml").write_text(f"name: s\ndataset: {{kind: cohort, path: {tmp_path / 'c'}}}\n")
+    (tmp_path / "study.yaml").write_text(f"name: s\ndataset: {{kind: cohort, path: {tmp_path / 'c'}}}\nbaselines: [majority]\n")
     (tmp_path / "afile").write_text("in the way")
     (tmp_path / "ck.pt").write_bytes(b"never read: the output is checked first")
     return tmp_path

@@ -145,7 +145,7 @@ def test_export_writes_only_its_folder(hostile):
 @pytest.mark.slow
 def test_study_on_hostile_ids_and_a_hostile_study_name(hostile, monkeypatch):
     from tests.conftest import tiny_study_config
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
 
     root, work = hostile["root"], hostile["work"]
     cfg = tiny_study_config(name="../../../../evil/study", dataset={"kind": "cohort", "path": str(work / "cohort")})

@@ -84,10 +84,10 @@ def test_import_is_refused_while_the_folder_is_locked(tmp_path):
 
 
 def test_study_is_refused_while_its_folder_is_locked_and_nothing_is_touched(tmp_path):
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
 
     make_cohort(n_subjects=16, visits=1, grid=8).save(tmp_path / "c")
-    cfg = tiny_study_config(dataset={"kind": "cohort", "path": str(tmp_path / "c")})
+    cfg = tiny_study_config(dataset={"kind": "cohort", "path": str(tmp_path / "c")}, baselines=["majority"])
     with output_lock(tmp_path / "study"):
         with pytest.raises(LockedError):
             run_study(cfg, tmp_path / "study", progress=False)

@@ -115,12 +115,12 @@ def test_spec_round_trip() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"arch": "vgg16"}, "arch: unknown arch 'vgg16'; choose one of resnet10, resnet18, resnet34, densenet121, lightcnn"),
-        ({"in_channels": 0}, "in_channels: must be ≥ 1, got 0"),
+        ({"arch": "vgg16"}, "field 'arch': unknown arch 'vgg16'; choose one of resnet10, resnet18, resnet34, densenet121, lightcnn"),
+        ({"in_channels": 0}, "field 'in_channels': must be ≥ 1, got 0"),
         ({"spatial_dims": 4}, "spatial_dims must be 2 or 3, got 4"),
-        ({"num_classes": 1}, "num_classes: must be ≥ 2"),
+        ({"num_classes": 1}, "field 'num_classes': must be ≥ 2 (a classifier needs two classes at least), got 1"),
         ({"stem_kernel": 4}, "stem_kernel must be odd"),
-        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"colour": "red"}, "unknown field 'colour'; allowed fields: arch, spatial_dims, in_channels"),
     ],
 )
 def test_bad_spec_raises_config_error(fields: dict, message: str) -> None:

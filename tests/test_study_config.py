@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 
 import pytest
@@ -147,3 +148,23 @@ def test_write_config_and_cli(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert load_config(out).config_hash() == load_profile("quick").config_hash() and load_config(out).name == "study"
     assert out.read_text().startswith("# volkd study config (from the built-in 'quick' profile)")
+
+
+def test_baselines_key_is_checked(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"key 'baselines.*unknown baseline 'svm'; choose one of sbr, majority"):
+        validate_config({"baselines": ["svm"]})
+    with pytest.raises(ConfigError, match=r"baseline listed twice: \['sbr'\]"):
+        validate_config({"baselines": ["sbr", "sbr"]})
+
+
+def test_sbr_baseline_refused_at_config_time_for_a_non_mni_cohort(tmp_path) -> None:
+    folder = tmp_path / "ct-cohort"
+    folder.mkdir()
+    (folder / "cohort.json").write_text(json.dumps({"space": "unknown"}))
+    data = {"dataset": {"kind": "cohort", "path": str(folder)}}
+    with pytest.raises(ConfigError, match=r"key 'baselines'.*needs a cohort in MNI space.*space 'unknown'.*baselines: \[majority\]"):
+        validate_config(data)
+    cfg = validate_config({**data, "baselines": ["majority"]})
+    assert cfg.baselines == ["majority"]
+    (folder / "cohort.json").write_text(json.dumps({"space": "MNI"}))
+    assert validate_config(data).baselines == ["sbr", "majority"]

@@ -14,12 +14,14 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-import volkd.experiment.runner as runner
+import volkd.experiment.executors as executors
+import volkd.experiment.trial_exec as trial_exec
 from volkd.errors import ConfigError
 from volkd.experiment.config import ExecutionConfig
 from tests.conftest import tiny_study_config as tiny
 from volkd.experiment.executors import LocalExecutor, get_executor
 from volkd.experiment.trials import Trial
+from volkd.study import run_study
 
 CONTROL = "VOLKD_RAY_TEST_DIR"  # folder of the worker hook's control file and call log
 
@@ -27,7 +29,7 @@ CONTROL = "VOLKD_RAY_TEST_DIR"  # folder of the worker hook's control file and c
 # ------------------------------------------------------------ Ray worker instrumentation
 def _worker_hook() -> None:
     """Runs in every Ray worker: wraps the training functions to log calls and fail on demand."""
-    import volkd.experiment.runner as r
+    import volkd.experiment.trial_exec as r
 
     folder = Path(os.environ[CONTROL])
     real_t, real_s = r.train_teacher, r.train_student
@@ -94,7 +96,7 @@ def _records(root: Path) -> dict[str, dict]:
 
 def _assert_same_results(a: Path, b: Path) -> None:
     ra, rb = _records(a), _records(b)
-    assert sorted(ra) == sorted(rb) == ["r00-sbr", "r00-student-mip-graph", "r00-student-mip-none", "r00-teacher"]
+    assert sorted(ra) == sorted(rb) == ["r00-majority", "r00-sbr", "r00-student-mip-graph", "r00-student-mip-none", "r00-teacher"]
     for tid in ra:
         assert ra[tid]["status"] == rb[tid]["status"] == "ok", tid
         assert set(ra[tid]) == set(rb[tid]), tid  # the same record format
@@ -115,11 +117,11 @@ def _assert_same_results(a: Path, b: Path) -> None:
 def test_ray_matches_local_and_resumes_across_executors(tmp_path, ray_session, one_thread, monkeypatch) -> None:
     cfg = tiny()
     local, on_ray, mixed = tmp_path / "local", tmp_path / "ray", tmp_path / "mixed"
-    assert runner.run_study(cfg, local, progress=False).n_failed == 0
+    assert run_study(cfg, local, progress=False).n_failed == 0
 
     _reset(ray_session)
-    res = runner.run_study(cfg, on_ray, progress=False, executor="ray")
-    assert (res.n_trials, res.n_run, res.n_failed) == (4, 4, 0)
+    res = run_study(cfg, on_ray, progress=False, executor="ray")
+    assert (res.n_trials, res.n_run, res.n_failed) == (5, 5, 0)  # SBR, majority, teacher, 2 students
     calls = _calls(ray_session)
     assert calls.count("teacher start") == 1 and sorted(c for c in calls if c.startswith("student")) == ["student graph", "student none"]
     assert calls.index("teacher end") < calls.index("student graph")  # the KD student waited for its teacher
@@ -127,28 +129,28 @@ def test_ray_matches_local_and_resumes_across_executors(tmp_path, ray_session, o
     _assert_same_results(local, on_ray)
 
     # local run that leaves the KD student failed, finished on Ray: only that trial trains
-    real = runner.train_student
+    real = trial_exec.train_student
 
     def crash(cohort, split, projection, model_spec, kd, *a, **k):
         if kd["name"] == "graph":
             raise RuntimeError("interrupted")
         return real(cohort, split, projection, model_spec, kd, *a, **k)
 
-    monkeypatch.setattr(runner, "train_student", crash)
-    assert runner.run_study(cfg, mixed, progress=False).n_failed == 1
-    monkeypatch.setattr(runner, "train_student", real)
+    monkeypatch.setattr(trial_exec, "train_student", crash)
+    assert run_study(cfg, mixed, progress=False).n_failed == 1
+    monkeypatch.setattr(trial_exec, "train_student", real)
     kept = {p.name: p.stat().st_mtime_ns for p in (mixed / "trials").glob("*") if "graph" not in p.name}
     _reset(ray_session)
-    res = runner.run_study(cfg, mixed, progress=False, executor="ray")
-    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 3, 0)
+    res = run_study(cfg, mixed, progress=False, executor="ray")
+    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 4, 0)
     assert _calls(ray_session) == ["student graph"]  # teacher and finished trials not retrained
     assert {p.name: p.stat().st_mtime_ns for p in (mixed / "trials").glob("*") if "graph" not in p.name} == kept
     _assert_same_results(local, mixed)
 
     # and the other way round: a trial missing from the Ray study is finished locally
     (on_ray / "trials" / "r00-student-mip-none.json").unlink()
-    res = runner.run_study(cfg, on_ray, progress=False)
-    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 3, 0)
+    res = run_study(cfg, on_ray, progress=False)
+    assert (res.n_run, res.n_skipped, res.n_failed) == (1, 4, 0)
     _assert_same_results(local, on_ray)
 
 
@@ -156,8 +158,8 @@ def test_ray_matches_local_and_resumes_across_executors(tmp_path, ray_session, o
 def test_ray_failed_trial_is_retried_then_recorded(tmp_path, ray_session) -> None:
     cfg = tiny(execution={"max_retries": 1})
     _reset(ray_session, fail_always=["graph"], fail_once=["none"])
-    res = runner.run_study(cfg, tmp_path / "s", progress=False, executor="ray")
-    assert (res.n_trials, res.n_run, res.n_failed) == (4, 4, 1)
+    res = run_study(cfg, tmp_path / "s", progress=False, executor="ray")
+    assert (res.n_trials, res.n_run, res.n_failed) == (5, 5, 1)
     calls = _calls(ray_session)
     assert calls.count("student graph") == 2 and calls.count("student none") == 2 and calls.count("teacher start") == 1
     recs = _records(tmp_path / "s")
@@ -172,9 +174,9 @@ def test_ray_failed_trial_is_retried_then_recorded(tmp_path, ray_session) -> Non
 @pytest.mark.slow
 def test_ray_refuses_resources_the_cluster_lacks(tmp_path, ray_session) -> None:
     with pytest.raises(ConfigError, match=r"execution.gpus_per_trial is 1 but the Ray cluster has 0 GPU"):
-        runner.run_study(tiny(execution={"gpus_per_trial": 1}), tmp_path / "g", progress=False, executor="ray")
+        run_study(tiny(execution={"gpus_per_trial": 1}), tmp_path / "g", progress=False, executor="ray")
     with pytest.raises(ConfigError, match=r"execution.cpus_per_trial is 3 but the Ray cluster has 2 CPU"):
-        runner.run_study(tiny(execution={"cpus_per_trial": 3}), tmp_path / "c", progress=False, executor="ray")
+        run_study(tiny(execution={"cpus_per_trial": 3}), tmp_path / "c", progress=False, executor="ray")
 
 
 # ---------------------------------------------------------------- without a Ray cluster
@@ -201,13 +203,13 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch) -> 
     with pytest.raises(ConfigError, match=r"pip install volkd\[cluster\]"):
         get_executor(ExecutionConfig(executor="ray"))
     with pytest.raises(ConfigError, match=r"pip install volkd\[cluster\]"):
-        runner.run_study(tiny(), tmp_path / "s", progress=False, executor="ray")
+        run_study(tiny(), tmp_path / "s", progress=False, executor="ray")
     assert not (tmp_path / "s").exists()  # refused before anything is written
 
 
 def test_volkd_imports_without_ray() -> None:
     code = ("import sys; sys.modules['ray'] = None\n"
-            "import volkd.cli.app, volkd.experiment.runner, volkd.experiment.executors, volkd.experiment.ray_executor\n"
+            "import volkd.cli.app, volkd.study, volkd.experiment.runner, volkd.experiment.executors, volkd.experiment.ray_executor\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -221,7 +223,7 @@ def test_local_executor_retries_then_keeps_the_last_failure(monkeypatch) -> None
         calls.append(t.projection)
         return {"status": outcomes[t.projection].pop(0)}
 
-    monkeypatch.setattr(runner, "run_trial", fake)
+    monkeypatch.setattr(executors, "run_trial", fake)
     done: list[tuple[str, bool]] = []
     view = SimpleNamespace(done=lambda t, ok: done.append((t.projection, ok)))
     recs = LocalExecutor(max_retries=1).run([Trial(0, "student", "a", "none"), Trial(0, "student", "b", "none")], None, view)
@@ -276,7 +278,7 @@ def test_volkd_run_cli_on_ray_with_cohort_folder_and_external(tmp_path, ray_sess
     res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--no-progress",
                                                          "--executor", "ray"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "4 trial(s) run, 0 resumed from earlier runs, 0 failed" in res.output
+    assert "5 trial(s) run, 0 resumed from earlier runs, 0 failed" in res.output
     recs = _records(tmp_path / "run")
     assert all(r["status"] == "ok" for r in recs.values())
     assert {tid for tid, r in recs.items() if set(r["external"]) == {"pet"}} == set(recs)  # shipped external cohort used

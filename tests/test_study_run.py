@@ -1,4 +1,4 @@
-"""The runner on a tiny real study: resume skips finished trials (training calls counted),
+"""The study runner on a tiny real study: resume skips finished trials (training calls counted),
 a failing trial is recorded and retried, the teacher is trained once per repeat and shared."""
 
 from __future__ import annotations
@@ -7,15 +7,16 @@ import json
 
 import pytest
 
-import volkd.experiment.runner as runner
+import volkd.experiment.trial_exec as trial_exec
 from volkd.experiment.config import validate_config
+from volkd.study import run_study
 from tests.conftest import tiny_study_config as tiny
 
 
 @pytest.fixture
 def counted(monkeypatch):
     calls = {"teacher": 0, "student": [], "fail": set()}
-    real_t, real_s = runner.train_teacher, runner.train_student
+    real_t, real_s = trial_exec.train_teacher, trial_exec.train_student
 
     def teacher(*a, **k):
         calls["teacher"] += 1
@@ -27,8 +28,8 @@ def counted(monkeypatch):
             raise RuntimeError("simulated crash in training")
         return real_s(cohort, split, projection, model_spec, kd, teacher_ckpt, *a, **k)
 
-    monkeypatch.setattr(runner, "train_teacher", teacher)
-    monkeypatch.setattr(runner, "train_student", student)
+    monkeypatch.setattr(trial_exec, "train_teacher", teacher)
+    monkeypatch.setattr(trial_exec, "train_student", student)
     return calls
 
 
@@ -37,8 +38,8 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
     cfg = tiny()
     out = tmp_path / "study"
     counted["fail"] = {"graph"}
-    first = runner.run_study(cfg, out, progress=False)
-    assert (first.n_trials, first.n_run, first.n_failed) == (4, 4, 1)
+    first = run_study(cfg, out, progress=False)
+    assert (first.n_trials, first.n_run, first.n_failed) == (5, 5, 1)  # SBR, majority, teacher, 2 students
     assert counted["teacher"] == 1
     # the KD student got the repeat's teacher checkpoint; the no-KD student none
     assert sorted(counted["student"]) == [("graph", str(out / "models" / "r00-teacher" / "best.pt")), ("none", None)]
@@ -49,16 +50,18 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
     ok = json.loads((out / "trials" / "r00-teacher.json").read_text())
     assert ok["status"] == "ok" and set(ok["external"]) == set() and ok["train"]["epochs_run"] == 1
     assert 0.0 <= ok["metrics"]["f1_weighted"] <= 1.0
+    maj = json.loads((out / "trials" / "r00-majority.json").read_text())
+    assert maj["status"] == "ok" and maj["metrics"]["roc_auc"] == pytest.approx(0.5) and maj["train"]["model"] == "majority_class"
 
     # rerun: only the failed trial runs again (finished trials are skipped, teacher reused)
     counted["fail"] = set()
     counted["student"].clear()
-    second = runner.run_study(cfg, out, progress=False)
-    assert (second.n_run, second.n_skipped, second.n_failed) == (1, 3, 0)
+    second = run_study(cfg, out, progress=False)
+    assert (second.n_run, second.n_skipped, second.n_failed) == (1, 4, 0)
     assert counted["teacher"] == 1 and [c[0] for c in counted["student"]] == ["graph"]
 
     # a third run trains nothing at all
-    third = runner.run_study(cfg, out, progress=False)
+    third = run_study(cfg, out, progress=False)
     assert third.n_run == 0 and counted["teacher"] == 1 and len(counted["student"]) == 1
     assert list(third.headline["method"]) == ["mip", "3D teacher", "SBR + logistic regression"]
 
@@ -67,13 +70,13 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
 
     changed = tiny(training={"epochs": 2, "patience": 1, "batch_size": 8})
     with pytest.raises(ConfigError, match="different study config"):
-        runner.run_study(changed, out, progress=False)
+        run_study(changed, out, progress=False)
     assert counted["teacher"] == 1
 
 
 def test_kd_spec_passes_temperature_only_where_accepted() -> None:
     cfg = validate_config({"kd": [{"name": "none"}, {"name": "graph", "temperature": 3, "params": {"affinity": "rbf"}},
                                   {"name": "sp"}]})
-    assert runner.kd_spec(cfg.kd_config("none")) == {"name": "none"}
-    assert runner.kd_spec(cfg.kd_config("graph")) == {"name": "graph", "affinity": "rbf", "temperature": 3.0}
-    assert runner.kd_spec(cfg.kd_config("sp")) == {"name": "sp"}
+    assert trial_exec.kd_spec(cfg.kd_config("none")) == {"name": "none"}
+    assert trial_exec.kd_spec(cfg.kd_config("graph")) == {"name": "graph", "affinity": "rbf", "temperature": 3.0}
+    assert trial_exec.kd_spec(cfg.kd_config("sp")) == {"name": "sp"}

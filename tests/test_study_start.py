@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from volkd.cli import app
 from volkd.errors import CohortError, ConfigError, OutputError
-from volkd.experiment.runner import StudyOutcome, run_study
+from volkd.study import StudyOutcome, run_study
 from volkd.experiment.store import StudyStore
 from tests.conftest import make_cohort, tiny_study_config
 
@@ -60,7 +60,7 @@ def test_force_clears_a_study_and_only_its_outputs(tmp_path):
 
 def test_a_study_never_writes_into_its_cohort(tmp_path):
     make_cohort(n_subjects=16, visits=1, grid=8).save(tmp_path / "c")
-    cfg = tiny_study_config(dataset={"kind": "cohort", "path": str(tmp_path / "c")})
+    cfg = tiny_study_config(dataset={"kind": "cohort", "path": str(tmp_path / "c")}, baselines=["majority"])
     for out in (tmp_path / "c", tmp_path):
         with pytest.raises(OutputError, match="this command's input"):
             run_study(cfg, out, force=True, progress=False)
@@ -86,7 +86,7 @@ def _outcome(tmp_path, n_failed: int) -> StudyOutcome:
 def test_run_exits_3_when_a_trial_failed(tmp_path, monkeypatch, capsys, n_failed, code):
     from volkd.cli import main
 
-    monkeypatch.setattr("volkd.experiment.runner.run_study", lambda *a, **k: _outcome(tmp_path, n_failed))
+    monkeypatch.setattr("volkd.study.run_study", lambda *a, **k: _outcome(tmp_path, n_failed))
     monkeypatch.setattr("volkd.report.console.headline_rich", lambda df: "")
     monkeypatch.setattr("sys.argv", ["volkd", "run", "--out", str(tmp_path / "s")])
     if code:
@@ -106,7 +106,7 @@ def _dead_pid() -> int:
 @pytest.mark.slow
 def test_failed_trials_give_exit_3_and_stale_temps_are_cleaned(tmp_path, monkeypatch):
     from tests.test_predict import tiny_mni_cohort
-    import volkd.experiment.runner as runner
+    import volkd.experiment.trial_exec as runner
 
     tiny_mni_cohort().save(tmp_path / "c")
     cfg_yaml = tmp_path / "study.yaml"
@@ -126,6 +126,6 @@ def test_failed_trials_give_exit_3_and_stale_temps_are_cleaned(tmp_path, monkeyp
     monkeypatch.setattr(runner, "train_student", broken)
     r = CliRunner().invoke(app, ["run", str(cfg_yaml), "--out", str(study), "--no-progress"])
     assert r.exit_code == 3, r.output
-    assert "2 of 3 trial(s) failed" in r.output  # teacher and student; the SBR baseline ran
+    assert "2 of 4 trial(s) failed" in r.output  # teacher and student; the SBR and majority baselines ran
     assert not any(p.exists() for p in stale)
     assert (study / "report.html").is_file()

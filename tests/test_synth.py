@@ -173,7 +173,7 @@ def test_difficulty_presets():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"n_subjects": 1}, r"'n_subjects': must be at least 2"),
+        ({"n_subjects": 1}, r"invalid synth options: option 'n_subjects': must be ≥ 2 \(one per class\), got 1"),
         ({"modality": "mri"}, r"'modality': .*'spect' or 'pet'.*got 'mri'"),
         ({"pd_fraction": 0.0}, r"'pd_fraction': must be strictly between 0 and 1, got 0.0"),
         ({"pd_fraction": 1.5}, r"'pd_fraction': must be strictly between 0 and 1"),

@@ -75,9 +75,9 @@ def test_cli_teacher_then_student(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_torchrun_entry_point(tmp_path):
-    """``torchrun -m volkd.train.distributed train-teacher ...`` trains with 2 ranks; rank 0 writes."""
+    """``torchrun -m volkd.cli train-teacher ...`` trains with 2 ranks; rank 0 writes."""
     coh = make_cohort().save(tmp_path / "coh")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "volkd.train.distributed",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "volkd.cli",
            "train-teacher", str(coh), "--out", str(tmp_path / "t"), "--epochs", "1", *COMMON]
     p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]

@@ -115,9 +115,10 @@ def test_cli_info_verify_is_one_line_exit_2(saved, monkeypatch, capsys):
 
 def test_study_start_verifies_the_cohort_and_creates_nothing(saved, tmp_path):
     from tests.conftest import tiny_study_config
-    from volkd.experiment.runner import load_dataset, run_study
+    from volkd.experiment.trial_exec import load_dataset
+    from volkd.study import run_study
 
-    cfg = tiny_study_config(dataset={"kind": "cohort", "path": str(saved)})
+    cfg = tiny_study_config(dataset={"kind": "cohort", "path": str(saved)}, baselines=["majority"])
     assert len(load_dataset(cfg.dataset)) == 12
     rewrite_volumes_in_place(saved)
     with pytest.raises(CohortChangedError, match="volumes.npy"):
@@ -138,7 +139,7 @@ def test_predict_refuses_a_changed_cohort_before_its_overlap_check(saved):
 @pytest.mark.slow
 def test_resumed_study_refuses_changed_data_instead_of_mixing(tmp_path):
     from tests.conftest import tiny_study_config
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
 
     from tests.test_predict import tiny_mni_cohort
 

@@ -4,6 +4,10 @@ Each topic registers its commands on :data:`app` from its own module. Errors tha
 user's to fix (:class:`volkd.errors.VolkdError`) and OS errors (permission, read-only, disk full,
 missing path) print as one line with exit code 2; usage errors keep click's own message and
 code; ``volkd run`` exits 3 when a trial failed.
+
+The command modules import the library (torch, scikit-learn, MONAI behind it) inside each
+command, not at their top: ``volkd --help`` then imports ~0.4 s of modules instead of ~3 s
+(measured on 2 busy CPU cores). That is the one place volkd defers its own imports on purpose.
 """
 
 from __future__ import annotations

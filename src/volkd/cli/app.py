@@ -2,6 +2,8 @@
 
 import typer
 
+from volkd import __version__
+
 app = typer.Typer(
     name="volkd",
     help="volkd: 3D-to-2D knowledge distillation for volumetric neuroimaging classification.",
@@ -14,8 +16,6 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from volkd import __version__
-
         typer.echo(f"volkd {__version__}")
         raise typer.Exit()
 

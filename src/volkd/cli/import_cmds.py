@@ -10,6 +10,8 @@ from rich.console import Console
 from volkd.cli.app import app
 from volkd.errors import ConfigError
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 console = Console()
 
 

@@ -12,6 +12,8 @@ from volkd.cli.app import app
 from volkd.data.cohort import Cohort
 from volkd.errors import ConfigError
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 console = Console()
 
 

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from volkd.cli.app import app
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 #: Exit code of ``volkd run`` when at least one trial failed (the report is still written).
 FAILED_TRIALS_EXIT = 3
 
@@ -27,7 +29,7 @@ def run_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (HOST:PORT or auto); without it Ray starts locally."),
 ) -> None:
     from volkd.experiment.config import load_config, load_profile
-    from volkd.experiment.runner import run_study
+    from volkd.study import run_study
     from volkd.report.console import headline_rich
 
     cfg = load_config(config) if config is not None else load_profile(profile)

@@ -14,6 +14,8 @@ from volkd.cli.app import app
 from volkd.atomic import check_output, probe_writable
 from volkd.errors import ConfigError
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 console = Console()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +15,8 @@ from volkd.atomic import probe_writable
 from volkd.cli.app import app
 from volkd.errors import ConfigError
 from volkd.locks import output_lock
+
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
 
 console = Console(stderr=True)
 
@@ -62,8 +65,6 @@ def _report(res: Any) -> None:
 
 
 def _kd_params(items: list[str]) -> dict[str, Any]:
-    import json
-
     out: dict[str, Any] = {}
     for it in items:
         if "=" not in it:

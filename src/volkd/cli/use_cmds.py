@@ -11,6 +11,8 @@ from rich.console import Console
 
 from volkd.cli.app import app
 
+# Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
+
 console = Console(stderr=True)
 
 _CKPT = typer.Argument(..., help="Checkpoint (best.pt of `volkd train-teacher` / `volkd train-student`).")

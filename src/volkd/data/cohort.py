@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, ValidationError
 
 from volkd.atomic import atomic_dir, write_json
-from volkd.errors import CohortChangedError, CohortError
+from volkd.errors import CohortChangedError, CohortError, describe_validation_error
 from volkd.paths import id_problem
 from volkd.provenance import provenance
 
@@ -133,7 +133,7 @@ class Cohort:
         try:
             meta = CohortMeta.model_validate_json((path / META_FILE).read_text())
         except ValidationError as e:
-            raise CohortError(f"{path / META_FILE}: invalid metadata: {_first_error(e)}") from None
+            raise CohortError(f"{path / META_FILE}: invalid metadata: {describe_validation_error(e, CohortMeta)}") from None
         except ValueError as e:
             raise CohortError(f"{path / META_FILE}: not valid JSON ({e})") from None
         try:
@@ -277,10 +277,4 @@ def _first_nonfinite(volumes: np.ndarray, chunk: int = 64) -> int | None:
         if not finite.all():
             return i + int(np.flatnonzero(~finite)[0])
     return None
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    return f"field {loc!r}: {err['msg']}"
 

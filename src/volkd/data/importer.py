@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from volkd.atomic import atomic_dir, check_output, clean_stale, probe_writable, temp_prefix, write_json, write_text
+from volkd.data import ppmi
 from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import Cohort, CohortMeta
 from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem, read_text_table,
@@ -164,9 +165,7 @@ def _index_by_id(paths: list[Path]) -> dict[str, Path]:
 # ---------------------------------------------------------------------------- labels
 def parse_map(spec: str | dict[str, str] | None) -> dict[str, str]:
     """``"PD=PD,Control=control"`` → ``{"PD": "PD", "Control": "control"}``."""
-    from volkd.data.ppmi import parse_group_map
-
-    return parse_group_map(spec)
+    return ppmi.parse_group_map(spec)
 
 
 def order_classes(labels: list[str]) -> list[str]:
@@ -194,8 +193,6 @@ def _map_labels(raw: pd.Series, label_map: dict[str, str], excluded: Counter) ->
 
 
 def _visits(df: pd.DataFrame, subj: pd.Series, col: str | None, where: str, notes: list[str]) -> tuple[np.ndarray, pd.Series | None]:
-    from volkd.data.ppmi import visit_numbers
-
     if col is not None and col not in df.columns and col != "visit":
         raise ScanImportError(f"{where}: no column {col!r} (set it with --visit-col); columns are {list(df.columns)}")
     if col is None or col not in df.columns:
@@ -206,7 +203,7 @@ def _visits(df: pd.DataFrame, subj: pd.Series, col: str | None, where: str, note
     if num.notna().all() and (num == num.round()).all():
         return num.to_numpy(dtype=np.int64), None
     dates = df["_date"] if "_date" in df.columns else pd.Series(pd.NaT, index=df.index)
-    return visit_numbers(subj, dates, raw), raw
+    return ppmi.visit_numbers(subj, dates, raw), raw
 
 
 def _resolve_classes(labels: list[str], class_names: list[str] | None, where: str) -> list[str]:
@@ -277,8 +274,6 @@ def plan_ppmi(root: str | Path, collection_csv: str | Path, group_map: dict[str,
               include_groups: dict[str, str] | None, class_names: list[str] | None,
               summary: ImportSummary) -> tuple[list[ScanEntry], list[str], str | None]:
     """Plan a PPMI download: rows of the collection CSV ↔ ``Subject/Description/Date/ImageID`` folders."""
-    from volkd.data import ppmi
-
     root = Path(root)
     df = ppmi.read_collection(collection_csv)
     folders = ppmi.find_image_folders(root)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from volkd.data.atlas import occipital_mask
 from volkd.errors import ConfigError, VolkdError
 
 DEFAULT_CHUNK = 16
@@ -248,8 +249,6 @@ class ReferenceNormalizer(Normalizer):
 
     def _mask_for(self, grid: tuple[int, ...]) -> np.ndarray:
         if self.mask is None:
-            from volkd.data.atlas import occipital_mask
-
             self.mask = np.asarray(occipital_mask(tuple(grid), self.affine), dtype=bool)
         if tuple(self.mask.shape) != tuple(grid):
             raise ConfigError(f"reference: mask has grid {self.mask.shape} but volumes have grid {tuple(grid)}")

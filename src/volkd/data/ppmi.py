@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from volkd.data.readers import read_text_table
+from volkd.data.readers import dicom_files, is_nifti, read_text_table
 from volkd.errors import ScanImportError
 
 REQUIRED = ("Image Data ID", "Subject", "Group", "Visit")
@@ -87,8 +87,6 @@ def find_image_folders(root: str | Path) -> dict[str, Path]:
 
 def image_path(folder: Path) -> Path:
     """The readable scan inside one image folder: the folder itself (DICOM) or its single NIfTI file."""
-    from volkd.data.readers import dicom_files, is_nifti
-
     nii = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
     if len(nii) > 1:
         raise ScanImportError(f"{folder}: {len(nii)} NIfTI files in one image folder; expected one")

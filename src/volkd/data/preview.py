@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from volkd.atomic import atomic_file
+from volkd.data import atlas
 from volkd.data.cohort import VIEW_AXIS, Cohort
 
 
@@ -25,8 +26,6 @@ def slice_centre(cohort: Cohort) -> tuple[int, int, int]:
     """The striatum centre (atlas) for MNI cohorts, else the grid centre."""
     grid = tuple(cohort.meta.grid_shape)
     if cohort.meta.space == "MNI":
-        from volkd.data import atlas
-
         aff = np.asarray(cohort.meta.affine) if cohort.meta.affine is not None else None
         return atlas.striatum_center(grid, aff)
     return tuple(g // 2 for g in grid)  # type: ignore[return-value]
@@ -36,8 +35,6 @@ def left_striatum_x(cohort: Cohort, default: int) -> int:
     """Sagittal index through the left striatum (the striatum centre is the midline)."""
     if cohort.meta.space != "MNI":
         return default
-    from volkd.data import atlas
-
     aff = np.asarray(cohort.meta.affine) if cohort.meta.affine is not None else None
     m = atlas.striatum_masks(tuple(cohort.meta.grid_shape), aff)
     xs = np.flatnonzero((m["caudate_L"] | m["putamen_L"]).any(axis=(1, 2)))

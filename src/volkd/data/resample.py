@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from volkd.data.atlas import mni_grid_affine
 from volkd.errors import ConfigError
 
 SPACES = ("mni", "fov")
@@ -116,8 +117,6 @@ def placement(space: str, shape: tuple[int, int, int], data: np.ndarray | None =
               src_affine: np.ndarray | None = None, crop: bool = False,
               crop_threshold: float = 0.1, crop_margin: int = 2) -> Placement:
     """The target grid for one scan under ``space`` (``mni`` or ``fov``)."""
-    from volkd.data.atlas import mni_grid_affine
-
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     if space == "mni":
         if crop:

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from volkd.data import atlas
 from volkd.data.cohort import Cohort, CohortMeta
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, at_least, describe_validation_error
 
 CLASS_NAMES = ["control", "PD"]
 REGIONS = ("caudate_L", "caudate_R", "putamen_L", "putamen_R")
@@ -123,12 +123,7 @@ class SynthConfig(BaseModel):
     #: region SBR distributions; default by modality
     contrast: Contrast | None = None
 
-    @field_validator("n_subjects")
-    @classmethod
-    def _n(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"must be at least 2 (one per class), got {v}")
-        return v
+    _n = field_validator("n_subjects")(at_least(2, " (one per class)"))
 
     @field_validator("pd_fraction")
     @classmethod
@@ -162,12 +157,7 @@ class SynthConfig(BaseModel):
             raise ValueError(f"is implausibly large ({v})")
         return v
 
-    @field_validator("postfilter_fwhm_mm")
-    @classmethod
-    def _post(cls, v: float | None) -> float | None:
-        if v is not None and v < 0:
-            raise ValueError(f"must be ≥ 0, got {v}")
-        return v
+    _post = field_validator("postfilter_fwhm_mm")(at_least(0))
 
     @field_validator("counts_per_ml", "intensity_scale")
     @classmethod
@@ -208,12 +198,7 @@ def make_config(**options: Any) -> SynthConfig:
     try:
         return SynthConfig(**options).resolved()
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "options"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error":
-            msg = f"{msg}, got {err.get('input')!r}"
-        raise ConfigError(f"synth option {field!r}: {msg}") from None
+        raise ConfigError(f"invalid synth options: {describe_validation_error(e, SynthConfig, noun='option')}") from None
 
 
 # --------------------------------------------------------------------------- anatomy

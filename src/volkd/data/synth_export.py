@@ -24,6 +24,8 @@ import pandas as pd
 
 from volkd.atomic import atomic_dir
 from volkd.data.cohort import Cohort
+from volkd.data.preview import save_preview
+from volkd.data.synth import SynthConfig, synthesize
 from volkd.errors import ConfigError
 from volkd.paths import safe_name
 
@@ -54,8 +56,6 @@ def _description(cohort: Cohort) -> str:
 
 def _extra_groups(cohort: Cohort, groups: dict[str, int], seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Scans of groups outside the study (SWEDD, Prodromal): normal or near-normal uptake."""
-    from volkd.data.synth import SynthConfig, synthesize
-
     total = sum(groups.values())
     base = cohort.meta.extra.get("synth", {})
     cfg = SynthConfig(**base) if base else SynthConfig(grid=tuple(cohort.meta.grid_shape))
@@ -222,8 +222,6 @@ def _write_dicom_series(folder: Path, stem: str, vol: np.ndarray, affine: np.nda
 def write_synthetic(cohort: Cohort, out: str | Path, force: bool = False, fmt: Format | None = None,
                     preview: bool = True, seed: int = 0, extra_groups: dict[str, int] | None = None) -> Path:
     """Save ``cohort`` to ``out`` with ``preview.png`` and optional PPMI export, all in one atomic rename."""
-    from volkd.data.preview import save_preview
-
     out = Path(out)
     with atomic_dir(out, force=force, kind="cohort") as tmp:
         cohort.save(tmp, force=True)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from volkd.evaluate import paired_test, summarise
 from volkd.experiment.config import METRICS, StudyConfig
 from volkd.experiment.trials import method_order
 
@@ -58,8 +59,6 @@ def _ok(results: pd.DataFrame) -> pd.DataFrame:
 
 def summary_frame(results: pd.DataFrame, order: list[str] | None = None, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
     """One row per method: counts, then mean, sd and 95% CI over repeats for each metric."""
-    from volkd.evaluate import summarise
-
     methods = order or list(dict.fromkeys(results["method"]))
     rows = []
     for method in methods:
@@ -89,8 +88,6 @@ def _summary(fn: Any, vals: np.ndarray) -> dict[str, float]:
 def paired(results: pd.DataFrame, method_a: str, method_b: str, metric: str, alpha: float = 0.05) -> dict[str, Any] | None:
     """Paired Wilcoxon test (volkd.evaluate.paired_test) of ``a`` vs ``b`` on ``metric`` over the
     repeats where both succeeded; ``delta`` = mean(a − b); wins count "better" in the metric's sense."""
-    from volkd.evaluate import paired_test
-
     ok = _ok(results)
     a = ok[ok["method"] == method_a].set_index("repeat")[metric]
     b = ok[ok["method"] == method_b].set_index("repeat")[metric]

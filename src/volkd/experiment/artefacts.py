@@ -16,17 +16,18 @@ import torch
 from volkd.atomic import atomic_file
 from volkd.data.cohort import Cohort
 from volkd.data.splits import Split
+from volkd.distill import graph_affinity
 from volkd.experiment.config import StudyConfig
 from volkd.experiment.store import StudyStore
 from volkd.experiment.trials import Trial
+from volkd.projection import preset, project, resolve_reference
+from volkd.projection.gallery import write_gallery
+from volkd.train import load_checkpoint
 
 
 # ----------------------------------------------------------------- gallery
 def write_galleries(cfg: StudyConfig, store: StudyStore, cohort: Cohort, splits: list[Split]) -> list[Path]:
     """One gallery PNG per group of projections sharing their views (``figures/gallery-*.png``)."""
-    from volkd.projection import preset, resolve_reference
-    from volkd.projection.gallery import write_gallery
-
     groups: dict[tuple[str, ...], list[Any]] = {}
     for p in cfg.projections:
         spec = resolve_reference(preset(p), cohort.meta, volumes=np.asarray(cohort.volumes[np.sort(splits[0].train)]))
@@ -48,8 +49,6 @@ def _first_ok(store: StudyStore, trials: list[Trial]) -> Trial | None:
 
 def _inference_fn(ckpt: Any) -> tuple[torch.nn.Module, Callable[[np.ndarray], torch.Tensor]]:
     """The model and a function raw volumes → model input (normalisation + projection)."""
-    from volkd.projection import project
-
     model, norm, spec = ckpt.build_model(), ckpt.build_normalizer(), ckpt.build_projection()
 
     def prepare(vols: np.ndarray) -> torch.Tensor:
@@ -86,8 +85,6 @@ def measure_cost(ckpt: Any, volume: np.ndarray, runs: int = 10) -> dict[str, Any
 
 def write_cost_table(cfg: StudyConfig, store: StudyStore, cohort: Cohort, splits: list[Split]) -> Path | None:
     """``cost.csv``: the teacher and one student per projection (KD does not change the cost)."""
-    from volkd.train import load_checkpoint
-
     n = len(splits)
     rows = []
     vol = np.asarray(cohort.volumes[int(splits[0].test[0])])
@@ -128,9 +125,6 @@ def graph_batch(cohort: Cohort, split: Split, size: int) -> np.ndarray:
 def write_relation_graphs(cfg: StudyConfig, store: StudyStore, cohort: Cohort, splits: list[Split]) -> Path | None:
     """``graphs.npz``: cosine batch relation graphs G of the teacher and of the students (each
     KD method) of one projection (FuseMe when studied) on the same test batch."""
-    from volkd.distill import graph_affinity
-    from volkd.train import load_checkpoint
-
     proj = "fuseme" if "fuseme" in cfg.projections else cfg.projections[0]
     for r, split in enumerate(splits):
         trials = [Trial(r, "teacher")] + [Trial(r, "student", proj, k) for k in cfg.kd_names]

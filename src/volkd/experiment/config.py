@@ -15,7 +15,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from volkd.errors import ConfigError
+from volkd.atomic import check_output, probe_writable, write_text
+from volkd.data.cohort import META_FILE
+from volkd.distill import get_kd_loss
+from volkd.errors import ConfigError, describe_validation_error, listed_once, one_of
+from volkd.train.config import TrainConfig
 
 #: Projection preset names understood by ``volkd.projection.preset``.
 PROJECTIONS: tuple[str, ...] = ("slice", "slices", "mip", "mean", "std", "entropy", "dynamic", "early", "joint", "fuseme")
@@ -29,6 +33,8 @@ METRICS: tuple[str, ...] = (
     "specificity", "g_mean", "roc_auc", "brier", "ece",
 )
 PROFILES: tuple[str, ...] = ("quick", "paper")
+#: Reference baselines a study can run beside the networks (``baselines`` key).
+BASELINES: tuple[str, ...] = ("sbr", "majority")
 
 
 class _Strict(BaseModel):
@@ -87,12 +93,7 @@ class ModelConfig(_Strict):
     stem_stride: int = Field(2, ge=1, description="stride of the first convolution")
     stem_kernel: int = Field(7, ge=1, description="kernel size of the first convolution (odd)")
 
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown arch {v!r}; allowed: {', '.join(ARCHS)}")
-        return v
+    _arch = field_validator("arch")(one_of("arch", ARCHS))
 
 
 class KDConfig(_Strict):
@@ -103,12 +104,7 @@ class KDConfig(_Strict):
     temperature: float = Field(5.0, gt=0, description="softmax temperature T for logit terms (the study: 5)")
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for volkd.distill.get_kd_loss (e.g. affinity: cosine)")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if v not in KD_METHODS:
-            raise ValueError(f"unknown KD method {v!r}; allowed: {', '.join(KD_METHODS)}")
-        return v
+    _name = field_validator("name")(one_of("KD method", KD_METHODS))
 
 
 class TrainingConfig(_Strict):
@@ -142,12 +138,7 @@ class ReportConfig(_Strict):
     graph_batch: int = Field(16, ge=4, le=128, description="test scans in the batch-relation-graph heatmaps")
     latency_runs: int = Field(10, ge=1, description="timed forward passes per model for the CPU latency column")
 
-    @field_validator("headline_metric")
-    @classmethod
-    def _metric(cls, v: str) -> str:
-        if v not in METRICS:
-            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(METRICS)}")
-        return v
+    _metric = field_validator("headline_metric")(one_of("metric", METRICS))
 
 
 class ExecutionConfig(_Strict):
@@ -175,34 +166,16 @@ class StudyConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training budget (teacher and students)")
     teacher_training: TeacherTrainingConfig = Field(default_factory=TeacherTrainingConfig, description="teacher-only overrides of the budget")
     external: list[ExternalConfig] = Field(default_factory=list, description="cohorts evaluated without retraining (e.g. the synthetic PET variant)")
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES), description="reference baselines run on every split: `sbr` (striatal binding ratios + logistic regression; MNI-space cohorts only) and `majority` (always predicts the training partition's majority class); [] for none")
     report: ReportConfig = Field(default_factory=ReportConfig, description="report options")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="how trials are executed: locally or on a Ray cluster (see docs/scaling.md)")
 
-    @field_validator("projections")
-    @classmethod
-    def _projections(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if p not in PROJECTIONS:
-                raise ValueError(f"unknown projection {p!r}; allowed: {', '.join(PROJECTIONS)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"projections listed twice: {sorted({p for p in v if v.count(p) > 1})}")
-        return v
-
-    @field_validator("kd")
-    @classmethod
-    def _kd_unique(cls, v: list[KDConfig]) -> list[KDConfig]:
-        names = [k.name for k in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"KD method listed twice: {sorted({n for n in names if names.count(n) > 1})}")
-        return v
-
-    @field_validator("external")
-    @classmethod
-    def _external_unique(cls, v: list[ExternalConfig]) -> list[ExternalConfig]:
-        names = [e.name for e in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"external cohort name used twice: {sorted({n for n in names if names.count(n) > 1})}")
-        return v
+    _projections = field_validator("projections")(one_of("projection", PROJECTIONS))
+    _projections_once = field_validator("projections")(listed_once("projection"))
+    _kd_once = field_validator("kd")(listed_once("KD method", lambda k: k.name))
+    _external_once = field_validator("external")(listed_once("external cohort name", lambda e: e.name))
+    _baselines = field_validator("baselines")(one_of("baseline", BASELINES))
+    _baselines_once = field_validator("baselines")(listed_once("baseline"))
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -245,18 +218,31 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
     try:
         cfg = StudyConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{where}: {describe_errors(e)}") from None
+        raise ConfigError(f"{where}: {describe_validation_error(e, StudyConfig, noun='key')}") from None
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
+    _check_baselines(cfg, where)
     return cfg
+
+
+def _check_baselines(cfg: StudyConfig, where: str) -> None:
+    """Refuse the SBR baseline at config time when the cohort folder says it is not in MNI space
+    (the atlas ROIs would fall on the wrong voxels). Synthetic cohorts are always MNI; a folder
+    that cannot be read yet is left to the data loader's own error."""
+    if "sbr" not in cfg.baselines or cfg.dataset.kind != "cohort":
+        return
+    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
+    try:
+        space = json.loads(meta_file.read_text()).get("space", "unknown")
+    except (OSError, ValueError, AttributeError):
+        return
+    if space != "MNI":
+        raise ConfigError(f"{where}: key 'baselines': the SBR baseline needs a cohort in MNI space (atlas ROIs), but "
+                          f"{meta_file} says space {space!r}; remove `sbr` from baselines (e.g. baselines: [majority])")
 
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:
     """Build each KD loss once so a bad parameter is reported with its key."""
-    try:
-        from volkd.distill import get_kd_loss
-    except ImportError:
-        return
     for i, kd in enumerate(cfg.kd):
         try:
             get_kd_loss(kd.name, **kd.params)
@@ -266,55 +252,15 @@ def _check_kd_params(cfg: StudyConfig, where: str) -> None:
             raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): invalid value in {kd.params!r} ({e})") from None
 
 
-def describe_errors(e: ValidationError) -> str:
-    """Readable summary of pydantic errors: 'key a.b: message' joined by '; '."""
-    msgs = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(err["loc"][:-1])
-            allowed = f"; allowed keys here: {', '.join(parent.model_fields)}" if parent is not None else ""
-            msgs.append(f"unknown key '{loc}'{allowed}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            msgs.append(f"key '{loc}': {msg} (got {err.get('input')!r})" if err["type"] != "missing" else f"key '{loc}': required but missing")
-    return "; ".join(msgs)
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = StudyConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        ann = field.annotation
-        inner = getattr(ann, "__args__", (ann,))
-        nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if nxt is None and isinstance(ann, type) and issubclass(ann, BaseModel):
-            nxt = ann
-        if nxt is None:
-            return None
-        model = nxt
-    return model
-
-
 def _check_train_extra(cfg: StudyConfig, where: str) -> None:
-    """Check ``training.extra`` against volkd.train.TrainConfig when it is importable."""
-    try:
-        from volkd.train.config import TrainConfig
-    except ImportError:  # training layer not installed: checked again when trials run
-        return
+    """Check ``training.extra`` against volkd.train.TrainConfig."""
     unknown = sorted(set(cfg.training.extra) - set(TrainConfig.model_fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) in 'training.extra': {unknown}; allowed: {', '.join(TrainConfig.model_fields)}")
     try:
         TrainConfig.model_validate(cfg.train_dict("student", 0))
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{where}: key 'training.{loc}': {err['msg']}") from None
+        raise ConfigError(f"{where}: {describe_validation_error(e, TrainConfig, noun='key', prefix='training.')}") from None
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -400,8 +346,6 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
 
 def write_config(path: str | Path, profile: str = "quick", force: bool = False) -> Path:
     """Write the annotated YAML of a built-in profile to ``path`` (refuses to overwrite unless ``force``)."""
-    from volkd.atomic import check_output, probe_writable, write_text
-
     path = Path(path)
     check_output(path, force)
     probe_writable(path)

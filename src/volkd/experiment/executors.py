@@ -10,14 +10,14 @@ record, so a study started with one can be resumed with the other. Both retry a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from volkd.errors import ConfigError
 from volkd.experiment.config import ExecutionConfig
+from volkd.experiment.progress import ProgressView
+from volkd.experiment.ray_executor import RayExecutor, require_ray
+from volkd.experiment.trial_exec import StudyContext, run_trial
 from volkd.experiment.trials import Trial
-
-if TYPE_CHECKING:  # runner imports this module; the reverse only at run time
-    from volkd.experiment.runner import ProgressView, _Context
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
@@ -27,7 +27,7 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, trials: list[Trial], ctx: "_Context", view: "ProgressView") -> list[dict[str, Any]]: ...
+    def run(self, trials: list[Trial], ctx: StudyContext, view: ProgressView) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -37,10 +37,8 @@ class LocalExecutor:
     max_retries: int = 0
     name: str = "local"
 
-    def run(self, trials: list[Trial], ctx: "_Context", view: "ProgressView") -> list[dict[str, Any]]:
+    def run(self, trials: list[Trial], ctx: StudyContext, view: ProgressView) -> list[dict[str, Any]]:
         """Run ``trials`` in order (a KD student after its repeat's teacher, as planned)."""
-        from volkd.experiment.runner import run_trial
-
         records = []
         for t in trials:
             rec = run_trial(t, ctx, view)
@@ -63,7 +61,5 @@ def get_executor(execution: ExecutionConfig, executor: str | None = None, addres
         raise ConfigError(f"--address {address} is for the ray executor; add --executor ray (or set execution.executor: ray)")
     if name == "local":
         return LocalExecutor(max_retries=execution.max_retries)
-    from volkd.experiment.ray_executor import RayExecutor, require_ray
-
     require_ray()
     return RayExecutor(execution.model_copy(update={"address": address or execution.address}))

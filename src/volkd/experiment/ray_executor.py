@@ -15,20 +15,24 @@ times; the last failure stays recorded. Ray is imported lazily: volkd works with
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from volkd.data.splits import load_splits
 from volkd.errors import ConfigError, VolkdError
 from volkd.experiment.config import ExecutionConfig, StudyConfig
-from volkd.experiment.trials import Trial
-
-if TYPE_CHECKING:
-    from volkd.experiment.runner import ProgressView, _Context
+from volkd.experiment.progress import ProgressView
+from volkd.experiment.store import STUDY_FILE, StudyStore
+from volkd.experiment.trial_exec import StudyContext, load_dataset, run_trial
+from volkd.experiment.trials import Trial, prerequisites
 
 INSTALL_HINT = "pip install volkd[cluster]"
 
@@ -90,18 +94,14 @@ class WorkerSpec:
     cohorts: dict[str, Any] = field(default_factory=dict)
 
 
-_CONTEXT: dict[tuple[str, str], "_Context"] = {}  # one study context per worker process
+_CONTEXT: dict[tuple[str, str], StudyContext] = {}  # one study context per worker process
 
 
-def worker_context(spec: WorkerSpec) -> "_Context":
+def worker_context(spec: WorkerSpec) -> StudyContext:
     """The study context of ``spec`` (cohorts, splits, store), built once per worker process."""
     key = (spec.root, spec.config_hash)
     if key in _CONTEXT:
         return _CONTEXT[key]
-    from volkd.data.splits import load_splits
-    from volkd.experiment.runner import _Context
-    from volkd.experiment.store import STUDY_FILE, StudyStore
-
     store = StudyStore(spec.root)
     if store.stored_hash() is None:
         raise ConfigError(f"{spec.root}/{STUDY_FILE} not found on this Ray node: the study folder must be on a filesystem "
@@ -122,7 +122,7 @@ def worker_context(spec: WorkerSpec) -> "_Context":
         extra = {**cfg.training.extra, "device": spec.device}
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"extra": extra})})
     _CONTEXT.clear()
-    _CONTEXT[key] = _Context(cfg, store, cohort, externals, splits)
+    _CONTEXT[key] = StudyContext(cfg, store, cohort, externals, splits)
     return _CONTEXT[key]
 
 
@@ -132,12 +132,10 @@ def _cohort(spec: WorkerSpec, name: str, ds: Any) -> Any:
         import ray
 
         return ray.get(spec.cohorts[name])
-    from volkd.experiment.runner import load_dataset
-
     return load_dataset(ds, where=f"external[{name}]" if name else "dataset")
 
 
-def _ship_synthetic(ctx: "_Context") -> dict[str, Any]:
+def _ship_synthetic(ctx: StudyContext) -> dict[str, Any]:
     """Put the synthetic cohorts in the object store (regenerating them on every worker costs
     seconds each); cohort folders are read from the shared filesystem by the workers."""
     import ray
@@ -152,25 +150,17 @@ def _ship_synthetic(ctx: "_Context") -> dict[str, Any]:
 
 
 def _cohort_fingerprint(store: Any) -> str | None:
-    import json
-
-    from volkd.experiment.store import STUDY_FILE
-
     return json.loads((store.root / STUDY_FILE).read_text()).get("cohort_fingerprint")
 
 
 def run_trial_task(trial: Trial, spec: WorkerSpec) -> dict[str, Any]:
     """Body of a Ray task: one trial with ``spec.threads`` torch threads; stores and returns its record."""
-    import torch
-
-    from volkd.experiment.runner import ProgressView, run_trial
-
     torch.set_num_threads(spec.threads)
     return run_trial(trial, worker_context(spec), ProgressView(False, None))
 
 
 # --------------------------------------------------------------------- driver side
-def worker_spec(ctx: "_Context", execution: ExecutionConfig, ship: dict[str, Any] | None = None) -> WorkerSpec:
+def worker_spec(ctx: StudyContext, execution: ExecutionConfig, ship: dict[str, Any] | None = None) -> WorkerSpec:
     """The spec sent to workers: absolute paths (workers may start elsewhere), threads, device,
     and the refs of the cohorts shipped through the object store (``ship``)."""
     cfg = ctx.cfg
@@ -184,11 +174,6 @@ def worker_spec(ctx: "_Context", execution: ExecutionConfig, ship: dict[str, Any
     return WorkerSpec(root=str(Path(ctx.store.root).resolve()), config=shipped.model_dump(mode="json"),
                       config_hash=cfg.config_hash(), threads=max(1, int(execution.cpus_per_trial)), device=device,
                       cohorts=dict(ship or {}))
-
-
-def needs_teacher(t: Trial, cfg: StudyConfig) -> bool:
-    """True for a student distilled from its repeat's teacher (a `none` student needs none)."""
-    return t.kind == "student" and cfg.kd_config(str(t.kd)).name != "none"
 
 
 def failure_record(error: BaseException, seconds: float) -> dict[str, Any]:
@@ -208,7 +193,7 @@ class RayExecutor:
     name: str = "ray"
     attempts: dict[str, int] = field(default_factory=dict)
 
-    def run(self, trials: list[Trial], ctx: "_Context", view: "ProgressView") -> list[dict[str, Any]]:
+    def run(self, trials: list[Trial], ctx: StudyContext, view: ProgressView) -> list[dict[str, Any]]:
         """Run ``trials`` on Ray; a repeat's KD students start when its teacher's task has ended."""
         import ray
 
@@ -220,7 +205,7 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
-    def _schedule(self, trials: list[Trial], ctx: "_Context", view: "ProgressView") -> list[dict[str, Any]]:
+    def _schedule(self, trials: list[Trial], ctx: StudyContext, view: ProgressView) -> list[dict[str, Any]]:
         import ray
 
         ex = self.execution
@@ -230,12 +215,11 @@ class RayExecutor:
         queue = ScheduleQueue(order)
         running: dict[Any, tuple[Trial, float]] = {}
         final: dict[Trial, dict[str, Any]] = {}
-        pending_teachers = {t.repeat for t in trials if t.kind == "teacher"}
-        waiting: dict[int, list[Trial]] = {}
+        # a trial waits for its prerequisites that are part of this run (finished ones are on disk)
+        in_run = set(trials)
+        waiting = {t: {p for p in prerequisites(t, ctx.cfg) if p in in_run} for t in trials}
         for t in trials:
-            if needs_teacher(t, ctx.cfg) and t.repeat in pending_teachers:
-                waiting.setdefault(t.repeat, []).append(t)
-            else:
+            if not waiting[t]:
                 queue.push(t)
 
         def submit(t: Trial) -> None:
@@ -261,9 +245,11 @@ class RayExecutor:
                     continue
                 final[t] = rec
                 view.done(t, rec["status"] == "ok")
-                if t.kind == "teacher":
-                    for s in waiting.pop(t.repeat, []):
-                        queue.push(s)
+                for s, deps in waiting.items():
+                    if t in deps:
+                        deps.discard(t)
+                        if not deps:
+                            queue.push(s)
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref, force=True)
@@ -285,7 +271,7 @@ class ScheduleQueue:
     cluster can run are handed to Ray, so this order holds (Ray's own queue is first come,
     first served)."""
 
-    RANK = {"teacher": 0, "student": 2, "sbr": 3}
+    RANK = {"teacher": 0, "student": 2, "sbr": 3, "majority": 3}
 
     def __init__(self, order: dict[Trial, int]) -> None:
         self.order = order

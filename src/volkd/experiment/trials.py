@@ -1,4 +1,4 @@
-"""Trial planning: repeat × (SBR baseline | 3D teacher | student × projection × KD)."""
+"""Trial planning: repeat × (baselines: SBR, majority class | 3D teacher | student × projection × KD)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Literal
 
 from volkd.experiment.config import StudyConfig
 
-TrialKind = Literal["sbr", "teacher", "student"]
+TrialKind = Literal["sbr", "majority", "teacher", "student"]
 #: Relative cost of each kind, used to weight the progress bar's ETA.
 #: (A 3D teacher on D³ costs roughly a few times D / C more than a 2D student on C×D²; measured
 #: at 32³ on CPU a light 3D CNN took ~10× the time of a light 2D student of the same budget.)
-KIND_COST: dict[str, float] = {"sbr": 0.1, "teacher": 10.0, "student": 1.0}
+KIND_COST: dict[str, float] = {"sbr": 0.1, "majority": 0.01, "teacher": 10.0, "student": 1.0}
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,20 @@ class Trial:
         return KIND_COST[self.kind]
 
 
+def teacher_of(t: Trial) -> Trial:
+    """The teacher trial a student of the same split distils from."""
+    return Trial(t.repeat, "teacher")
+
+
+def prerequisites(t: Trial, cfg: StudyConfig) -> list[Trial]:
+    """The trials that must have finished before ``t`` can start: a KD student needs its split's
+    teacher; every other trial (baselines, teachers, no-KD students) needs nothing. Every
+    executor schedules by this one rule."""
+    if t.kind == "student" and cfg.kd_config(str(t.kd)).name != "none":
+        return [teacher_of(t)]
+    return []
+
+
 def plan_trials(cfg: StudyConfig, n_repeats: int | None = None) -> list[Trial]:
     """All trials of a study in execution order (per repeat: SBR, teacher, then its students).
 
@@ -48,7 +62,7 @@ def plan_trials(cfg: StudyConfig, n_repeats: int | None = None) -> list[Trial]:
     n = cfg.split.repeats if n_repeats is None else n_repeats
     out: list[Trial] = []
     for r in range(n):
-        out.append(Trial(r, "sbr"))
+        out += [Trial(r, b) for b in cfg.baselines]  # type: ignore[arg-type]
         out.append(Trial(r, "teacher"))
         for p in cfg.projections:
             for k in cfg.kd_names:
@@ -57,5 +71,5 @@ def plan_trials(cfg: StudyConfig, n_repeats: int | None = None) -> list[Trial]:
 
 
 def method_order(cfg: StudyConfig) -> list[str]:
-    """Method labels in report order: teacher, SBR, then each projection × KD."""
-    return ["teacher", "sbr"] + [f"{p}+{k}" for p in cfg.projections for k in cfg.kd_names]
+    """Method labels in report order: teacher, the baselines (SBR, majority class), then each projection × KD."""
+    return ["teacher", *cfg.baselines] + [f"{p}+{k}" for p in cfg.projections for k in cfg.kd_names]

@@ -20,12 +20,15 @@ import torch
 from torch import nn
 
 from volkd.atomic import atomic_dir, check_output, probe_writable
+from volkd.data.atlas import striatum_center
 from volkd.data.resample import resample_to_grid
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import TrainingGrid, training_grid
 from volkd.inference.inputs import ScanInput, Skipped, collect_inputs, iter_loaded
 from volkd.inference.predict import NoScansError, PredictionWarning, prepare_scan
 from volkd.paths import UniqueNames
+from volkd.projection import orient, project
+from volkd.train import Checkpoint, load_checkpoint
 
 INDEX_FILE = "explain.csv"
 _CONV = (nn.Conv2d, nn.Conv3d)
@@ -123,8 +126,6 @@ def _save_png(path: Path, panels: list[tuple[np.ndarray, np.ndarray, str]], supt
 
 def _slice_center(grid: TrainingGrid, cam: np.ndarray) -> tuple[int, int, int]:
     if grid.space == "MNI":
-        from volkd.data.atlas import striatum_center
-
         try:
             return striatum_center(grid.shape, grid.affine)
         except (IndexError, ValueError):  # striatum outside the grid
@@ -150,9 +151,6 @@ def explain_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], out
     ``explain.csv`` maps each scan ID to its files.
     """
     import nibabel as nib
-
-    from volkd.projection import orient, project
-    from volkd.train import Checkpoint, load_checkpoint
 
     out_dir = Path(out_dir)
     sources = [*inputs] + ([] if isinstance(ckpt_path, Checkpoint) else [ckpt_path])

@@ -26,8 +26,11 @@ from torch import nn
 from volkd.atomic import atomic_dir, check_output, probe_writable, write_json, write_text
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import training_grid
+from volkd.inference.model_card import model_card
 from volkd.inference.torch_ops import IN_GRAPH_METHODS, TorchNormalizer, TorchProjection
+from volkd.projection import project
 from volkd.provenance import package_versions
+from volkd.train import Checkpoint, load_checkpoint, predict_proba
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -93,8 +96,6 @@ def _require_onnx() -> tuple[Any, Any]:
 
 def prepare_inputs(ck: Any, volumes: np.ndarray) -> np.ndarray:
     """The pre-step of a model exported without in-graph projection: normalise then project (numpy)."""
-    from volkd.projection import project
-
     x = ck.build_normalizer().transform(np.asarray(volumes, dtype=np.float32))
     spec = ck.build_projection()
     return project(x, spec) if spec is not None else x[:, None]
@@ -176,9 +177,6 @@ def _export_torchscript(module: ExportedModel, example: torch.Tensor, path: Path
 def export_model(ckpt_path: str | Path | Any, out_dir: str | Path, format: str = "onnx", force: bool = False,
                  n_check: int = 3, seed: int = 0) -> ExportResult:
     """Export ``ckpt_path`` to ``out_dir`` (model file, ``model_card.md``, ``export.json``), verified to ≤ 1e-4."""
-    from volkd.inference.model_card import model_card
-    from volkd.train import Checkpoint, load_checkpoint, predict_proba
-
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r} unknown; choose one of {list(FORMATS)}")
     out_dir = Path(out_dir)

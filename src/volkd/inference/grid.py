@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from volkd.data.atlas import mni_grid_affine
 from volkd.data.resample import coverage, placement, resample_to_grid
 from volkd.errors import ConfigError, VolkdError
 
@@ -92,8 +93,6 @@ def _grid_from_state(ck: Any) -> tuple[int, int, int] | None:
 
 def training_grid(ck: Any) -> TrainingGrid:
     """The grid ``ck`` (a :class:`volkd.train.Checkpoint`) was trained on; raises if it cannot be known."""
-    from volkd.data.atlas import mni_grid_affine
-
     meta = _cohort_meta(ck)
     if meta is not None:
         shape = tuple(int(g) for g in meta["grid_shape"])

@@ -9,7 +9,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import META_FILE, SCANS_FILE, VOLUMES_FILE, Cohort
+from volkd.data.importer import scan_id_of
 from volkd.data.readers import ARRAY_SUFFIXES, dicom_files, is_dicom_file, is_nifti, read_scan
 from volkd.errors import CohortChangedError, VolkdError
 
@@ -54,8 +56,6 @@ def is_cohort_dir(path: Path) -> bool:
 
 
 def _scan_id(path: Path) -> str:
-    from volkd.data.importer import scan_id_of
-
     return scan_id_of(path)
 
 
@@ -133,8 +133,6 @@ def dicom_patient_id(path: Path) -> str:
 
 def cohort_affine(cohort: Cohort, index: int) -> np.ndarray:
     """Voxel→mm affine of a cohort's volumes (its own, the MNI grid's, or its voxel sizes)."""
-    from volkd.data.atlas import mni_grid_affine
-
     meta = cohort.meta
     if meta.affine is not None:
         return np.asarray(meta.affine, dtype=np.float64)

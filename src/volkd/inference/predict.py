@@ -18,9 +18,11 @@ import pandas as pd
 
 from volkd.atomic import check_can_write, check_output, probe_writable, write_text
 from volkd.data.scan_checks import value_problem
+from volkd.data.importer import ppmi_modality
 from volkd.errors import VolkdError
 from volkd.inference.grid import IncompatibleScanError, TrainingGrid, check_compatible, place_on_grid, training_grid
 from volkd.inference.inputs import LoadedScan, ScanInput, Skipped, collect_inputs, iter_loaded
+from volkd.train import Checkpoint, load_checkpoint, predict_proba
 
 #: Modalities volkd names (DICOM/PPMI spellings are mapped with ``volkd.data.importer.ppmi_modality``).
 UNKNOWN = ("", "unknown")
@@ -41,8 +43,6 @@ def skipped_path(out: str | Path) -> Path:
 
 
 def _modality_problem(grid: TrainingGrid, info: dict[str, Any]) -> str | None:
-    from volkd.data.importer import ppmi_modality
-
     got = str(info.get("modality") or "").strip()
     if got.lower() in UNKNOWN or grid.modality.lower() in UNKNOWN:
         return None
@@ -81,8 +81,6 @@ def training_overlap(ck: Any, item: ScanInput) -> str:
 
 
 def _proba(ck: Any, vols: list[np.ndarray], rows: list[ScanInput], skipped: list[Skipped], batch_size: int) -> tuple[np.ndarray, list[ScanInput]]:
-    from volkd.train import predict_proba
-
     try:
         return predict_proba(ck, np.stack(vols), batch_size=batch_size), rows
     except VolkdError:
@@ -105,8 +103,6 @@ def predict_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], bat
     Raises :class:`NoScansError` when nothing could be predicted. Emits :class:`PredictionWarning`
     for scans whose subject (or scan ID) the model trained on, and when the grid had to be assumed.
     """
-    from volkd.train import Checkpoint, load_checkpoint
-
     ck = ckpt_path if isinstance(ckpt_path, Checkpoint) else load_checkpoint(ckpt_path)
     grid = training_grid(ck)
     for note in grid.notes:

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volkd.data.atlas import occipital_mask
 from volkd.data.cohort import VIEW_AXIS
 from volkd.errors import ConfigError
+from volkd.projection import rank_pool_weights
 
 #: Projection methods that can be computed inside the exported graph.
 IN_GRAPH_METHODS = ("slice", "slices", "mip", "mean", "std", "dynamic")
@@ -35,8 +37,6 @@ class TorchNormalizer(nn.Module):
             self.register_buffer("mean", torch.tensor(np.float32(state["mean"])))
             self.register_buffer("std", torch.tensor(np.float32(state["std"])))
         elif self.name == "reference":
-            from volkd.data.atlas import occipital_mask
-
             mask = state.get("mask")  # the stored mask, else the atlas occipital region on the grid (as the normaliser)
             if mask is None:
                 mask = occipital_mask(tuple(grid), state.get("affine"))
@@ -73,8 +73,6 @@ class TorchProjection(nn.Module):
         self.grid = tuple(int(g) for g in grid)
         self.size = spec.target_size(self.grid)
         if spec.method == "dynamic":
-            from volkd.projection import rank_pool_weights
-
             for view in spec.views:
                 t = self.grid[VIEW_AXIS[view]]
                 self.register_buffer(f"alpha_{view}", torch.as_tensor(rank_pool_weights(t).astype(np.float32)))

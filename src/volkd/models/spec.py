@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, at_least, describe_validation_error, one_of
 
 ARCHS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "densenet121", "lightcnn")
 DEFAULT_WIDTH: dict[str, int] = {"resnet10": 64, "resnet18": 64, "resnet34": 64, "densenet121": 64, "lightcnn": 16}
@@ -40,14 +40,9 @@ class ModelSpec(BaseModel):
         try:
             return handler(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid model spec: {_describe(exc)}") from None
+            raise ConfigError(f"invalid model spec: {describe_validation_error(exc, cls)}") from None
 
-    @field_validator("arch")
-    @classmethod
-    def _arch_known(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown arch {v!r}; choose one of {', '.join(ARCHS)}")
-        return v
+    _arch_known = field_validator("arch")(one_of("arch", ARCHS))
 
     @field_validator("spatial_dims")
     @classmethod
@@ -63,26 +58,9 @@ class ModelSpec(BaseModel):
             raise ValueError(f"stem_kernel must be odd and ≥ 1 (same padding), got {v}")
         return v
 
-    @field_validator("in_channels", "n_views", "stem_stride")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be ≥ 1, got {v}")
-        return v
-
-    @field_validator("num_classes")
-    @classmethod
-    def _classes(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"must be ≥ 2 (a classifier needs two classes at least), got {v}")
-        return v
-
-    @field_validator("width")
-    @classmethod
-    def _width(cls, v: int | None) -> int | None:
-        if v is not None and v < 4:
-            raise ValueError(f"must be ≥ 4 channels (or null for the arch default), got {v}")
-        return v
+    _positive = field_validator("in_channels", "n_views", "stem_stride")(at_least(1))
+    _classes = field_validator("num_classes")(at_least(2, " (a classifier needs two classes at least)"))
+    _width = field_validator("width")(at_least(4, " channels (or null for the arch default)"))
 
     @property
     def base_width(self) -> int:
@@ -105,12 +83,3 @@ class ModelSpec(BaseModel):
             raise ConfigError(f"model spec must be a mapping, got {type(d).__name__}")
         return cls(**d)
 
-
-def _describe(exc: ValidationError) -> str:
-    """One line per bad field: 'field: message'."""
-    items = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "spec"
-        msg = err["msg"].removeprefix("Value error, ")
-        items.append(f"{loc}: {msg}")
-    return "; ".join(items)

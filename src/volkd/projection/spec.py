@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from volkd.data.cohort import VIEW_AXIS
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, at_least, describe_validation_error, one_of
 from volkd.projection.methods import METHODS
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -56,7 +56,7 @@ class ProjectionSpec(BaseModel):
         try:
             spec = handler(data)
         except ValidationError as e:
-            raise ConfigError(_format(e)) from None
+            raise ConfigError(f"invalid projection spec: {describe_validation_error(e, cls)}") from None
         spec._check_consistent()
         return spec
 
@@ -81,33 +81,10 @@ class ProjectionSpec(BaseModel):
             raise ValueError(f"repeated view in {v}; list each view once")
         return list(v)
 
-    @field_validator("fusion")
-    @classmethod
-    def _fusion(cls, v: str) -> str:
-        if v not in FUSIONS:
-            raise ValueError(f"unknown fusion {v!r}; choose one of {list(FUSIONS)}")
-        return v
-
-    @field_validator("mask_mode")
-    @classmethod
-    def _mask_mode(cls, v: str) -> str:
-        if v not in MASK_MODES:
-            raise ValueError(f"unknown mask_mode {v!r}; choose one of {list(MASK_MODES)}")
-        return v
-
-    @field_validator("ref_source")
-    @classmethod
-    def _ref_source(cls, v: str | None) -> str | None:
-        if v is not None and v not in REF_SOURCES:
-            raise ValueError(f"unknown ref_source {v!r}; one of {list(REF_SOURCES)}")
-        return v
-
-    @field_validator("epsilon", "crop_margin")
-    @classmethod
-    def _non_negative(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"must be ≥ 0, got {v}")
-        return v
+    _fusion = field_validator("fusion")(one_of("fusion", FUSIONS))
+    _mask_mode = field_validator("mask_mode")(one_of("mask_mode", MASK_MODES))
+    _ref_source = field_validator("ref_source")(one_of("ref_source", REF_SOURCES))
+    _non_negative = field_validator("epsilon", "crop_margin")(at_least(0))
 
     @field_validator("out_size")
     @classmethod
@@ -279,16 +256,3 @@ def preset(name: str, **overrides: Any) -> ProjectionSpec:
     fields = {**base, "name": label, **overrides}
     return ProjectionSpec(**fields)
 
-
-def _format(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "spec"
-        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-            msg = str(err["ctx"]["error"])
-        elif err["type"] == "extra_forbidden":
-            msg = f"unknown field; valid fields: {sorted(ProjectionSpec.model_fields)}"
-        else:
-            msg = err["msg"]
-        parts.append(f"ProjectionSpec.{loc}: {msg}" if loc != "spec" else f"ProjectionSpec: {msg}")
-    return "; ".join(parts)

@@ -15,17 +15,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from volkd.atomic import write_json
+from volkd.atomic import write_json, write_text
 from volkd.data.cohort import Cohort
 from volkd.data.normalize import Normalizer, get_normalizer
-from volkd.data.splits import Split, check_no_leakage, save_splits
+from volkd.data.splits import Split, SplitError, check_no_leakage, holdout_splits, load_splits, save_splits
+from volkd.distill import KDLoss, get_kd_loss
 from volkd.errors import ConfigError, LeakageError, OutputExistsError
+from volkd.models import ModelSpec, build_model
+from volkd.projection import ProjectionSpec, preset, project, resolve_reference
 from volkd.provenance import package_versions, provenance
 from volkd.train.checkpoint import Checkpoint, file_hash, load_checkpoint
 from volkd.train.config import TrainConfig
 from volkd.train.data import ArrayData, class_weights, normalized_volumes
 from volkd.train.distributed import barrier, context
 from volkd.train.loop import BEST, HISTORY_CSV, HISTORY_JSONL, LAST, Loop, TeacherOutputs, classification_summary
+from volkd.train.teacher_cache import cache_key, teacher_outputs
 
 RESULT, CONFIG, SPLIT, PREDICTIONS, CACHE = "result.json", "config.json", "split.json", "test_predictions.csv", "teacher_cache.pt"
 #: Files a run writes; ``force`` removes exactly these (never anything else in the folder).
@@ -87,8 +91,6 @@ def _config(config: TrainConfig | dict[str, Any] | None) -> TrainConfig:
 
 
 def _model_spec(spec: Any, **expect: Any) -> Any:
-    from volkd.models import ModelSpec
-
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**dict(spec))
     bad = {k: (getattr(spec, k), v) for k, v in expect.items() if getattr(spec, k) != v}
     if bad:
@@ -161,8 +163,6 @@ def _run(kind: str, cohort: Cohort, split: Split, model: torch.nn.Module, parts:
                 df[f"proba_{c}"] = proba[:, j].numpy()
             result.test_predictions = df
             if ctx.is_main:
-                from volkd.atomic import write_text
-
                 write_text(out / PREDICTIONS, df.to_csv(index=False))
     if ctx.is_main:
         write_json(out / RESULT, result.to_dict())
@@ -182,8 +182,6 @@ def train_teacher(cohort: Cohort, split: Split, model_spec: Any, config: TrainCo
     norm = _normalizer(cohort, split, config.normalizer)
     parts = {p: _data(normalized_volumes(cohort.volumes, norm, split.partition(p))[:, None], cohort, split.partition(p))
              for p in ("train", "val", "test")}
-    from volkd.models import build_model
-
     torch.manual_seed(config.seed)
     model = build_model(spec)
     meta = _meta("teacher", cohort, split, spec, norm, config)
@@ -192,8 +190,6 @@ def train_teacher(cohort: Cohort, split: Split, model_spec: Any, config: TrainCo
 
 # ------------------------------------------------------------------- student
 def _projection(projection: Any, cohort: Cohort, split: Split) -> Any:
-    from volkd.projection import ProjectionSpec, preset, resolve_reference
-
     spec = preset(projection) if isinstance(projection, str) else (
         projection if isinstance(projection, ProjectionSpec) else ProjectionSpec(**dict(projection)))
     # MNI space: the atlas gives the reference; otherwise the TRAINING scans' mean image does
@@ -204,8 +200,6 @@ def _projection(projection: Any, cohort: Cohort, split: Split) -> Any:
 def _kd(kd: Any, w_kd: float) -> Any:
     """The KD loss object; for ``graph`` without an explicit ``w_metric``, ``w_metric = 1/w_kd``
     so the trainer's ``w_kd·total_kd`` is METHOD.md's ``w_kd·(L_fg + L_lg) + L_metric`` for any w_kd."""
-    from volkd.distill import KDLoss, get_kd_loss
-
     if isinstance(kd, KDLoss):
         return kd
     d = {"name": kd} if isinstance(kd, str) else dict(kd)
@@ -217,8 +211,6 @@ def _kd(kd: Any, w_kd: float) -> Any:
 
 def projected_images(cohort: Cohort, norm: Normalizer, spec: Any, idx: np.ndarray, chunk: int = 64) -> np.ndarray:
     """Normalised then projected images of ``cohort`` scans ``idx`` (computed chunk by chunk)."""
-    from volkd.projection import project
-
     parts = [project(normalized_volumes(cohort.volumes, norm, idx[i:i + chunk]), spec) for i in range(0, len(idx), chunk)]
     if not parts:
         return np.zeros((0, *spec.output_shape(tuple(cohort.meta.grid_shape))[1:]), np.float32)
@@ -262,16 +254,12 @@ def train_student(cohort: Cohort, split: Split, projection: Any, model_spec: Any
     parts = {p: _data(projected_images(cohort, norm, spec, split.partition(p)), cohort, split.partition(p)) for p in ("train", "val", "test")}
     outputs, computed = None, None
     if teacher is not None:
-        from volkd.train.teacher_cache import cache_key, teacher_outputs
-
         fp = _fingerprint(cohort)
         paths = [out / CACHE]
         if config.teacher_cache_dir:
             paths.append(Path(config.teacher_cache_dir) / f"{cache_key(teacher_hash, fp)}.pt")
         outputs, computed = teacher_outputs(teacher, teacher_hash, cohort, fp, paths, batch_size=config.eval_batch_size,
                                             device=config.device, write=context().is_main)
-    from volkd.models import build_model
-
     torch.manual_seed(config.seed)
     model = build_model(mspec)
     meta = _meta("student", cohort, split, mspec, norm, config, projection_spec=spec.model_dump(mode="json"),
@@ -302,8 +290,6 @@ def predict_proba(ckpt: Checkpoint | str | Path, volumes: np.ndarray, batch_size
         if spec is None:
             x = x[:, None]
         else:
-            from volkd.projection import project
-
             x = project(x, spec)
         out.append(torch.softmax(model(torch.from_numpy(x))[0].float(), 1).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(ck.class_names)), np.float32)
@@ -312,8 +298,6 @@ def predict_proba(ckpt: Checkpoint | str | Path, volumes: np.ndarray, batch_size
 # ------------------------------------------------------------- CLI support
 def resolve_split(cohort: Cohort, split_file: str | Path | None = None, repeat: int = 0) -> Split:
     """Repeat ``repeat`` of ``split_file``, or of the default subject-level 60/20/20 hold-out (seed 0)."""
-    from volkd.data.splits import SplitError, holdout_splits, load_splits
-
     if repeat < 0:
         raise ConfigError(f"--repeat must be ≥ 0, got {repeat}")
     splits = load_splits(split_file, cohort) if split_file is not None else holdout_splits(cohort, n_repeats=repeat + 1, fractions=(0.6, 0.2, 0.2), seed=0)
@@ -324,9 +308,6 @@ def resolve_split(cohort: Cohort, split_file: str | Path | None = None, repeat: 
 
 def student_model_spec(arch: str, projection: Any, num_classes: int, **kw: Any) -> Any:
     """A 2D ``ModelSpec`` whose input matches ``projection`` (channels, views)."""
-    from volkd.models import ModelSpec
-    from volkd.projection import ProjectionSpec, preset
-
     spec = preset(projection) if isinstance(projection, str) else projection
     if not isinstance(spec, ProjectionSpec):
         spec = ProjectionSpec(**dict(spec))

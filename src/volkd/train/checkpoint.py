@@ -19,7 +19,10 @@ import numpy as np
 import torch
 
 from volkd.atomic import atomic_file
+from volkd.data.normalize import Normalizer
 from volkd.errors import VolkdError
+from volkd.models import ModelSpec, build_model
+from volkd.projection import ProjectionSpec
 
 FORMAT = "volkd-checkpoint"
 FORMAT_VERSION = 1
@@ -66,8 +69,6 @@ class Checkpoint:
 
     def build_model(self) -> torch.nn.Module:
         """The network with the stored weights, in eval mode."""
-        from volkd.models import ModelSpec, build_model
-
         model = build_model(ModelSpec(**self.model_spec))
         try:
             model.load_state_dict(self.state_dict)
@@ -77,16 +78,12 @@ class Checkpoint:
 
     def build_normalizer(self) -> Any:
         """The fitted normaliser stored at training time."""
-        from volkd.data.normalize import Normalizer
-
         return Normalizer.from_state(self.normalizer)
 
     def build_projection(self) -> Any:
         """The :class:`volkd.projection.ProjectionSpec` (``None`` for a teacher)."""
         if self.projection_spec is None:
             return None
-        from volkd.projection import ProjectionSpec
-
         return ProjectionSpec(**self.projection_spec)
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, describe_validation_error
 
 #: Validation metrics the loop can monitor; ``val_loss`` is minimised, the others maximised.
 MONITORS = ("val_loss", "val_balanced_accuracy", "val_auc", "val_accuracy")
@@ -69,6 +69,4 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(d)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-            raise ConfigError(f"{where}: field '{loc}': {err['msg']}") from None
+            raise ConfigError(f"{where}: {describe_validation_error(e, cls)}") from None

@@ -5,8 +5,8 @@ scales its loss so that DDP's gradient *average* equals the gradient of the glob
 loss. Relational KD losses see the whole global batch: student embeddings/logits are
 all-gathered WITH gradient (``torch.distributed.nn.functional.all_gather``).
 
-Entry point: ``torchrun --nproc_per_node N -m volkd.train.distributed train-teacher ...``
-(any ``volkd`` train command and its options).
+From the command line: ``torchrun --nproc_per_node N -m volkd.cli train-teacher ...`` (any
+``volkd`` train command and its options; see :mod:`volkd.cli.__main__`).
 """
 
 from __future__ import annotations
@@ -122,18 +122,5 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, device: str = "cpu") ->
     return DDP(model)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``torchrun ... -m volkd.train.distributed <volkd train command> [options]``."""
-    init_from_env("cpu")  # the CLI trains on CPU (gloo); GPU DDP: the Python API with config.device="cuda:<local rank>"
-    from volkd.cli import main as cli_main
-
-    sys.argv = ["volkd", *(sys.argv[1:] if argv is None else argv)]
-    try:
-        cli_main()
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through torchrun in the tests
-    main()
+if __name__ == "__main__":  # the former torchrun entry point: say where it went instead of doing nothing
+    sys.exit("volkd.train.distributed is no longer a command; run: torchrun ... -m volkd.cli <volkd train command> [options]")

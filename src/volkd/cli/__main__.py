@@ -1,0 +1,31 @@
+"""``python -m volkd.cli``: the ``volkd`` command as a module, so ``torchrun`` can launch it.
+
+``torchrun --standalone --nproc_per_node N -m volkd.cli train-teacher COHORT --out runs/t ...``
+runs any volkd train command data-parallel: every process joins the process group torchrun
+describes (gloo on CPU; see volkd.train.distributed) before the command runs, and leaves it
+after. Without torchrun (no ``WORLD_SIZE > 1``) it is the plain ``volkd`` command.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch.distributed as dist
+
+from volkd.cli import main as cli_main
+from volkd.train.distributed import init_from_env
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``volkd <argv>`` (default: this process's arguments) inside torchrun's process group."""
+    init_from_env("cpu")  # the CLI trains on CPU (gloo); GPU DDP: the Python API with config.device="cuda:<local rank>"
+    sys.argv = ["volkd", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        cli_main()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through torchrun in the tests
+    main()
