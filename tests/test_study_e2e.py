@@ -52,8 +52,8 @@ def test_volkd_run_tiny_study(tmp_path) -> None:
     md = (out / "report.md").read_text()
     for _, r in results.iterrows():  # headline cells are the trial values (one repeat: no sd)
         v = fmt_value("f1_weighted", r["f1_weighted"])
-        if r["method"] in ("teacher", "sbr"):
-            label = "3D teacher" if r["method"] == "teacher" else "SBR + logistic regression"
+        if r["method"] in ("teacher", "sbr", "majority"):
+            label = {"teacher": "3D teacher", "sbr": "SBR + logistic regression", "majority": "majority class (constant)"}[r["method"]]
             assert f"| {label} | {v} | — |" in md
         elif r["method"].endswith("+none"):
             assert f"| {r['projection']} | {v} |" in md

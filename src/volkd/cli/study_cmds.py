@@ -47,13 +47,25 @@ def run_cmd(
         raise typer.Exit(FAILED_TRIALS_EXIT)
 
 
-@app.command("init-config", help="Write an annotated study config (a comment above every key) to edit and pass to `volkd run`.")
+@app.command("init-config", help="Write an annotated study config (a comment above every key) to edit and pass to `volkd run`; "
+                                   "with --cohort, fitted to that cohort (every choice says why).")
 def init_config_cmd(
     out: Path = typer.Option(Path("study.yaml"), "--out", "-o", help="Where to write the YAML file."),
-    profile: str = typer.Option("quick", "--profile", "-p", help="Profile to start from: quick or paper."),
+    profile: str = typer.Option("quick", "--profile", "-p", help="Profile to start from: quick or paper (with --cohort: its budget)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort folder (volkd import / volkd synth): fit normaliser, baselines, split, headline metric and networks to it."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    from volkd.experiment.config import write_config
+    if cohort is None:
+        from volkd.experiment.config import write_config
 
-    path = write_config(out, profile, force=force)
-    typer.echo(f"wrote {path}; edit it, then: volkd run {path}")
+        path = write_config(out, profile, force=force)
+        typer.echo(f"wrote {path}; edit it, then: volkd run {path}")
+        return
+    from volkd.experiment.cohort_config import write_cohort_config
+
+    fitted = write_cohort_config(cohort, out, profile, force=force)
+    typer.echo(f"wrote {out}, fitted to {cohort}:")
+    for key, lines in fitted.reasons.items():
+        for line in lines:
+            typer.echo(f"  {key}: {line}")
+    typer.echo(f"edit it, then: volkd run {out}")

@@ -130,12 +130,7 @@ class Cohort:
         for name in (VOLUMES_FILE, SCANS_FILE, META_FILE):
             if not (path / name).is_file():
                 raise CohortError(f"{path / name}: missing; a cohort directory needs {VOLUMES_FILE}, {SCANS_FILE} and {META_FILE} (make one with `volkd import` or `volkd synth`)")
-        try:
-            meta = CohortMeta.model_validate_json((path / META_FILE).read_text())
-        except ValidationError as e:
-            raise CohortError(f"{path / META_FILE}: invalid metadata: {describe_validation_error(e, CohortMeta)}") from None
-        except ValueError as e:
-            raise CohortError(f"{path / META_FILE}: not valid JSON ({e})") from None
+        meta = read_meta(path)
         try:
             volumes = np.load(path / VOLUMES_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - numpy raises many kinds here
@@ -278,3 +273,16 @@ def _first_nonfinite(volumes: np.ndarray, chunk: int = 64) -> int | None:
             return i + int(np.flatnonzero(~finite)[0])
     return None
 
+
+
+def read_meta(path: str | Path) -> CohortMeta:
+    """Only the metadata (``cohort.json``) of the cohort directory ``path``: no volume is read."""
+    path = Path(path)
+    if not (path / META_FILE).is_file():
+        raise CohortError(f"{path / META_FILE}: missing; {path} is not a cohort directory (make one with `volkd import` or `volkd synth`)")
+    try:
+        return CohortMeta.model_validate_json((path / META_FILE).read_text())
+    except ValidationError as e:
+        raise CohortError(f"{path / META_FILE}: invalid metadata: {describe_validation_error(e, CohortMeta)}") from None
+    except ValueError as e:
+        raise CohortError(f"{path / META_FILE}: not valid JSON ({e})") from None

@@ -406,14 +406,14 @@ def _array_set(arr: np.ndarray, labels: np.ndarray | None, ids: list[str] | None
     return ArraySet(images, labels, ids, None, path)
 
 
-def read_text_table(path: str | Path, what: str = "CSV") -> pd.DataFrame:
-    """Read a CSV as text (no NaN guessing), with column names and cells stripped of spaces.
+def read_text_table(path: str | Path, what: str = "CSV", sep: str = ",") -> pd.DataFrame:
+    """Read a CSV (or, with ``sep="\\t"``, a TSV) as text (no NaN guessing), names and cells stripped of spaces.
 
-    An unreadable file raises :class:`ScanImportError` naming it (``what`` says which CSV).
+    An unreadable file raises :class:`ScanImportError` naming it (``what`` says which table).
     """
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
     except Exception as e:  # noqa: BLE001 - pandas raises many kinds here
         raise ScanImportError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
     df.columns = [c.strip() for c in df.columns]

@@ -222,23 +222,41 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
     _check_baselines(cfg, where)
+    _check_normalizer(cfg, where)
     return cfg
+
+
+def _cohort_space(cfg: StudyConfig) -> tuple[str, Path] | None:
+    """(space, cohort.json) of the main cohort folder as its ``cohort.json`` says; None for the synthetic
+    generator (always MNI) or a folder that cannot be read yet (left to the data loader's own error)."""
+    if cfg.dataset.kind != "cohort":
+        return None
+    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
+    try:
+        return str(json.loads(meta_file.read_text()).get("space", "unknown")), meta_file
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _check_baselines(cfg: StudyConfig, where: str) -> None:
     """Refuse the SBR baseline at config time when the cohort folder says it is not in MNI space
-    (the atlas ROIs would fall on the wrong voxels). Synthetic cohorts are always MNI; a folder
-    that cannot be read yet is left to the data loader's own error."""
-    if "sbr" not in cfg.baselines or cfg.dataset.kind != "cohort":
-        return
-    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
-    try:
-        space = json.loads(meta_file.read_text()).get("space", "unknown")
-    except (OSError, ValueError, AttributeError):
-        return
-    if space != "MNI":
+    (the atlas ROIs would fall on the wrong voxels)."""
+    found = _cohort_space(cfg) if "sbr" in cfg.baselines else None
+    if found is not None and found[0] != "MNI":
+        space, meta_file = found
         raise ConfigError(f"{where}: key 'baselines': the SBR baseline needs a cohort in MNI space (atlas ROIs), but "
                           f"{meta_file} says space {space!r}; remove `sbr` from baselines (e.g. baselines: [majority])")
+
+
+def _check_normalizer(cfg: StudyConfig, where: str) -> None:
+    """Refuse reference normalisation at config time when the cohort folder says it is not in MNI space
+    (the atlas occipital region would fall on the wrong voxels)."""
+    found = _cohort_space(cfg) if cfg.training.extra.get("normalizer") == "reference" else None
+    if found is not None and found[0] != "MNI":
+        space, meta_file = found
+        raise ConfigError(f"{where}: key 'training.extra.normalizer': reference divides by the atlas occipital region, "
+                          f"which needs a cohort in MNI space, but {meta_file} says space {space!r}; use normalizer: zscore "
+                          "(`volkd init-config --cohort DIR` writes a config fitted to the cohort)")
 
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:
@@ -289,24 +307,31 @@ def load_profile(name: str) -> StudyConfig:
 
 
 # ---------------------------------------------------------------------- writing
-def annotated_yaml(cfg: StudyConfig, header: str | None = None) -> str:
-    """The config as YAML with a comment above every key (its description)."""
+def annotated_yaml(cfg: StudyConfig, header: str | None = None, notes: dict[str, list[str]] | None = None) -> str:
+    """The config as YAML with a comment above every key (its description).
+
+    ``notes`` maps dotted keys (``split.protocol``, ``training.extra``) to extra comment lines written
+    under that key's description (e.g. why a value was chosen).
+    """
     lines: list[str] = []
     if header:
         lines += [f"# {h}" if h else "#" for h in header.splitlines()] + [""]
-    _emit_model(cfg, lines, 0)
+    _emit_model(cfg, lines, 0, notes=notes or {})
     return "\n".join(lines) + "\n"
 
 
-def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True) -> None:
+def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True, notes: dict[str, list[str]] | None = None,
+                prefix: str = "") -> None:
     pad = " " * indent
+    notes = notes or {}
     for name, field in _ordered_fields(type(model)):
         value = getattr(model, name)
         if field.description:
             lines.append(f"{pad}# {field.description}")
+        lines += [f"{pad}# {n}" for n in notes.get(prefix + name, [])]
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:")
-            _emit_model(value, lines, indent + 2, top=False)
+            _emit_model(value, lines, indent + 2, top=False, notes=notes, prefix=f"{prefix}{name}.")
         elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
             lines.append(f"{pad}{name}:")
             for key, f in _ordered_fields(type(value[0])):

@@ -1,6 +1,6 @@
 """Run a study: data → splits → trials (resumable, on the local or Ray executor) → study artefacts.
 
-Per repeat the SBR baseline, then the 3D teacher (trained once), then every student
+Per repeat the baselines (SBR, majority class), then the 3D teacher (trained once), then every student
 (projection × KD) distilled from that repeat's teacher. A failing trial is stored as failed
 with its error and the study goes on. The report is rendered by the layer above
 (:func:`volkd.study.run_study` runs a study and writes its report).

@@ -1,6 +1,6 @@
 """``predict_scans``: class probabilities for new scans with a trained checkpoint (student or teacher).
 
-Each scan is read (NIfTI, DICOM, or a cohort's volume), checked for compatibility with the
+Each scan is read (NIfTI, DICOM, an NPZ/NPY volume, or a cohort's volume), checked for compatibility with the
 training grid (:mod:`volkd.inference.grid`), placed on that grid as the training cohort's import
 did, then normalised, projected (students) and classified by
 :func:`volkd.train.predict_proba` — the very code path used on the test partition at training.
@@ -52,11 +52,24 @@ def _modality_problem(grid: TrainingGrid, info: dict[str, Any]) -> str | None:
     return None
 
 
+def _array_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> LoadedScan:
+    """An array volume as ``volkd import`` placed it: its field of view stretched onto the grid (only for
+    models trained on arrays); its voxels get the size that makes its field of view the training grid's."""
+    if grid.placement != "fov" or grid.space.lower() not in UNKNOWN:
+        raise IncompatibleScanError(
+            f"{item.source}: NPZ/NPY volumes carry no affine (orientation and voxel size unknown), but this model was "
+            f"trained on {grid.space} scans placed by their {'MNI coordinates' if grid.placement == 'mni' else 'field of view in mm'}; "
+            "predict on the NIfTI/DICOM files instead")
+    return LoadedScan(scan.data, np.diag([*(grid.fov_mm / np.asarray(scan.data.shape, dtype=float)), 1.0]), scan.info)
+
+
 def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> tuple[np.ndarray, np.ndarray]:
     """The scan on the training grid and that grid's affine; raises :class:`IncompatibleScanError` naming the input."""
     problem = _modality_problem(grid, scan.info) or value_problem(scan.data)
     if problem:
         raise IncompatibleScanError(f"{item.source}: {problem}")
+    if item.kind == "array":
+        scan = _array_scan(item, scan, grid)
     native = (item.kind == "cohort" and tuple(scan.data.shape) == tuple(grid.shape)
               and (grid.placement == "fov" or np.allclose(scan.affine, grid.affine, atol=1e-4)))
     check_compatible(scan.data, scan.affine, grid, item.source, native_grid=native)

@@ -100,7 +100,11 @@ def _model_spec(spec: Any, **expect: Any) -> Any:
 
 
 def _normalizer(cohort: Cohort, split: Split, name: str) -> Normalizer:
-    kw: dict[str, Any] = {"affine": cohort.meta.affine} if name == "reference" and cohort.meta.affine else {}
+    kw: dict[str, Any] = {}
+    if name == "reference":  # the cohort's space lets the normaliser refuse non-MNI data with a clear message
+        kw["space"] = cohort.meta.space
+        if cohort.meta.affine:
+            kw["affine"] = cohort.meta.affine
     return get_normalizer(name, **kw).fit(cohort.volumes, split.train)
 
 
