@@ -181,7 +181,7 @@ def _bad_inputs(setup, folder: Path) -> dict[str, str]:
     moved[:3, 3] += 400.0
     write_nifti(folder / "elsewhere.nii.gz", vol, moved)
     (folder / "corrupt.nii.gz").write_bytes(b"not a nifti file at all")
-    np.save(folder / "arrays.npy", vol[None])  # one volume, 1×D×H×W (a bare D×H×W array is ambiguous: refused)
+    np.save(folder / "arrays.npy", vol)
     return {"slice2d.nii": "3-D", "series4d.nii.gz": "3-D", "thin.nii.gz": "not a 3-D volume",
             "coarse.nii.gz": "voxel size", "elsewhere.nii.gz": "covers 0% of the training field of view",
             "corrupt.nii.gz": "unreadable NIfTI", "arrays.npy[0]": "carry no affine"}  # MNI model: arrays refused

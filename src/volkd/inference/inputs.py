@@ -76,7 +76,7 @@ def _array_inputs(path: Path) -> list[ScanInput]:
 
     As on import, an array volume is its own subject (subject ID = scan ID).
     """
-    s = read_arrays(path)
+    s = read_arrays(path, stack_2d=True)  # predicting, a single D×H×W array is one volume (import asks for --stack-2d)
     return [ScanInput(f"{path}[{k}]", sid, "array", path, sid, arrays=s, index=k) for k, sid in enumerate(s.scan_ids)]
 
 

@@ -65,7 +65,7 @@ def _array_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> Loaded
 
 def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> tuple[np.ndarray, np.ndarray]:
     """The scan on the training grid and that grid's affine; raises :class:`IncompatibleScanError` naming the input."""
-    problem = _modality_problem(grid, scan.info) or value_problem(scan.data)
+    problem = _modality_problem(grid, scan.info)
     if problem:
         raise IncompatibleScanError(f"{item.source}: {problem}")
     if item.kind == "array":
@@ -73,6 +73,9 @@ def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> tuple
     native = (item.kind == "cohort" and tuple(scan.data.shape) == tuple(grid.shape)
               and (grid.placement == "fov" or np.allclose(scan.affine, grid.affine, atol=1e-4)))
     check_compatible(scan.data, scan.affine, grid, item.source, native_grid=native)
+    problem = value_problem(scan.data)  # no image in it: all NaN/Inf, or constant (blank)
+    if problem:
+        raise IncompatibleScanError(f"{item.source}: {problem}")
     if native:
         return np.ascontiguousarray(scan.data, dtype=np.float32), np.asarray(scan.affine, dtype=np.float64)
     # a cohort's volumes were already placed by its import: never crop them twice
