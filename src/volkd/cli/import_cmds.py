@@ -43,8 +43,8 @@ def import_cmd(
     grid: str = typer.Option("64", "--grid", help="Target grid: 64, 64,64,64, or 'native' to keep the inputs' grid."),
     space: str = typer.Option(None, "--space", help="Placement: mni (scans already in MNI space; default for scans) or fov (the scan's own field of view; arrays)."),
     crop: bool = typer.Option(False, "--crop", help="Crop to the brain's bounding box before resampling (with --space fov)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable scans (listed in skipped.csv) instead of stopping."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable or blank scans (all NaN/Inf, constant, empty brain mask; listed in skipped.csv) instead of stopping."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing cohort directory (never the source, nor a folder of other files)."),
     ppmi_csv: Path = typer.Option(None, "--ppmi-csv", help="PPMI image-collection CSV: SOURCE is then the PPMI download folder."),
     include_groups: str = typer.Option(None, "--include-groups", help="Extra PPMI groups to import, e.g. 'SWEDD=control,Prodromal' (a name alone is its own class)."),
     modality: str = typer.Option(None, "--modality", help="Modality recorded in cohort.json (default: from the files, or the BIDS suffix)."),
@@ -52,6 +52,7 @@ def import_cmd(
     suffix: str = typer.Option("pet", "--suffix", help="BIDS: the scans' suffix (…_pet.nii.gz; for SPECT the suffix your dataset uses, e.g. spect)."),
     derivatives: str = typer.Option(None, "--derivatives", help="BIDS: import the scans of this derivatives/ pipeline (or 'all') instead of the raw data."),
     bids_filter: str = typer.Option(None, "--bids-filter", help="BIDS: keep scans whose names carry these entities, e.g. 'trc=DaT,rec=acstat'."),
+    stack_2d: bool = typer.Option(False, "--stack-2d", help="Read a 3-D array (NPZ 'images' or NPY of shape N×H×W) as ONE volume made of its N slices (refused otherwise: it may be N 2-D images)."),
 ) -> None:
     """Import scans (NIfTI, DICOM, NPZ/NPY, PPMI, BIDS) with their labels into a cohort."""
     from volkd.data.importer import REPORT_FILE, import_scans
@@ -78,7 +79,7 @@ def import_cmd(
             source, out, labels_csv=labels, id_column=id_col, subject_column=subject_col, visit_column=visit_col,
             label_column=label_col or "label", label_map=mapping, class_names=class_names,
             target_grid=_parse_grid(grid), space=space, crop=crop, skip_bad=skip_bad, force=force, modality=modality,
-            ppmi_csv=ppmi_csv, include_groups=include_groups,
+            ppmi_csv=ppmi_csv, include_groups=include_groups, stack_2d=stack_2d,
         )
     for line in result.summary.lines():
         console.print(line, highlight=False, soft_wrap=True)

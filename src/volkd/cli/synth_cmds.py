@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from volkd.cli.app import app
-from volkd.atomic import check_can_write
+from volkd.atomic import check_output, probe_writable
 from volkd.errors import ConfigError
 
 # Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
@@ -37,7 +37,8 @@ def synth(
 
     if fmt is not None and fmt not in ("nifti", "dicom"):
         raise ConfigError(f"--format must be 'nifti' or 'dicom', got {fmt!r}")
-    check_can_write(out, force)  # fail before spending time on synthesis
+    check_output(out, force, "cohort")  # fail before spending time on synthesis
+    probe_writable(out)
     t0 = time.perf_counter()
     cohort = synthesize(n_subjects=n_subjects, modality=modality, seed=seed, grid=grid,
                         pd_fraction=pd_fraction, difficulty=difficulty)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
+from volkd.atomic import probe_writable
 from volkd.cli.app import app
 from volkd.errors import ConfigError
+from volkd.locks import output_lock
 
 # Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
 
@@ -43,6 +47,14 @@ def _config(**kw: Any) -> Any:
 
     aug = kw.pop("augment")
     return TrainConfig.from_dict({**kw, "augment": {"enabled": aug}}, where="command-line options")
+
+
+def _locked(out: Path) -> contextlib.AbstractContextManager[Any]:
+    """The run folder's lock, held by the coordinating process only (rank 0 under torchrun)."""
+    probe_writable(out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return output_lock(out)
 
 
 def _report(res: Any) -> None:
@@ -87,7 +99,9 @@ def train_teacher_cmd(
                   monitor=monitor, class_weighting=class_weighting, seed=seed, normalizer=normalizer, augment=augment, progress=progress,
                   device=device, precision=precision, tensorboard=tensorboard)
     spec = ModelSpec(arch=model, spatial_dims=3, in_channels=1, num_classes=len(c.class_names), width=width)
-    _report(train_teacher(c, resolve_split(c, split, repeat), spec, cfg, out, resume=resume, force=force))
+    with _locked(out):
+        res = train_teacher(c, resolve_split(c, split, repeat), spec, cfg, out, resume=resume, force=force)
+    _report(res)
 
 
 @app.command("train-student")
@@ -119,6 +133,7 @@ def train_student_cmd(
                   w_cls=w_cls, w_kd=w_kd, teacher_cache_dir=str(teacher_cache_dir) if teacher_cache_dir else None, progress=progress,
                   device=device, precision=precision, tensorboard=tensorboard)
     spec = student_model_spec(model, projection, len(c.class_names), width=width)
-    res = train_student(c, resolve_split(c, split, repeat), projection, spec, {"name": kd, **_kd_params(kd_param)}, teacher,
-                        cfg, out, resume=resume, force=force)
+    with _locked(out):
+        res = train_student(c, resolve_split(c, split, repeat), projection, spec, {"name": kd, **_kd_params(kd_param)},
+                            teacher, cfg, out, resume=resume, force=force)
     _report(res)

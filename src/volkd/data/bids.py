@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from volkd.atomic import check_can_write
+from volkd.atomic import check_output
 from volkd.data.importer import (ImportResult, ImportSummary, ScanEntry, extra_columns, map_labels, resolve_classes,
                                  import_planned, parse_map)
 from volkd.data.ppmi import visit_numbers
@@ -311,7 +311,7 @@ def import_bids(root: str | Path, out: str | Path, label_column: str = "group", 
     ``space`` defaults to what the file names say (``mni`` for ``space-MNI…`` files, else ``fov``).
     """
     out = Path(out)
-    check_can_write(out, force)
+    check_output(out, force, "cohort", [root])  # never the dataset, a folder holding it, or other files
     entries, names, summary, suggested = plan_bids(root, label_column, suffix, label_map, class_names, derivatives, filters)
     if space == "mni" and suggested != "mni":
         summary.notes.append("--space mni: the file names carry no space-MNI… entity; they are assumed to be "

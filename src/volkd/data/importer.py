@@ -21,14 +21,17 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
+from volkd.atomic import atomic_dir, check_output, clean_stale, probe_writable, temp_prefix, write_json, write_text
 from volkd.data import ppmi
 from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import Cohort, CohortMeta
 from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem, read_text_table,
                                 read_arrays, read_scan)
 from volkd.data.resample import SPACES, coverage, resample_scan
+from volkd.data.scan_checks import placed_problem, value_problem
 from volkd.errors import ConfigError, ScanImportError
+from volkd.locks import output_lock
+from volkd.paths import id_problem
 from volkd.provenance import provenance
 
 REPORT_FILE, SKIPPED_FILE = "import_report.json", "skipped.csv"
@@ -136,8 +139,8 @@ def discover(source: str | Path) -> tuple[list[Path], list[Path]]:
     scans: list[Path] = []
     arrays: list[Path] = []
     for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d / "cohort.json").is_file())  # skip cohorts
         names = sorted(f for f in files if not f.startswith("."))
         scans += [here / f for f in names if is_nifti(here / f)]
         arrays += [here / f for f in names if f.lower().endswith(ARRAY_SUFFIXES)]
@@ -326,11 +329,11 @@ def ppmi_modality(value: str) -> str:
 
 
 def plan_arrays(arrays: list[Path], label_map: dict[str, str], class_names: list[str] | None,
-                summary: ImportSummary) -> tuple[list[ScanEntry], list[str]]:
+                summary: ImportSummary, stack_2d: bool = False) -> tuple[list[ScanEntry], list[str]]:
     """Plan NPZ/NPY volumes whose labels are in the file (MedMNIST layout or ``images``/``labels``)."""
     entries: list[ScanEntry] = []
     raw_labels: list[int | str] = []
-    sets = [read_arrays(p) for p in arrays]
+    sets = [read_arrays(p, stack_2d) for p in arrays]
     for s in sets:
         if s.labels is None:
             raise ScanImportError(f"{s.source}: array file has no labels; store them as 'labels' in an NPZ "
@@ -370,9 +373,9 @@ def plan_arrays(arrays: list[Path], label_map: dict[str, str], class_names: list
     return entries, final
 
 
-def plan_arrays_with_csv(arrays: list[Path], **kw: Any) -> tuple[list[ScanEntry], list[str]]:
+def plan_arrays_with_csv(arrays: list[Path], stack_2d: bool = False, **kw: Any) -> tuple[list[ScanEntry], list[str]]:
     """Plan NPY/NPZ volumes labelled by a CSV keyed on their scan IDs (``<file>_<index>``)."""
-    sets = [read_arrays(p) for p in arrays]
+    sets = [read_arrays(p, stack_2d) for p in arrays]
     by_id: dict[str, tuple[ArraySet, int]] = {}
     for s in sets:
         for k, sid in enumerate(s.scan_ids):
@@ -408,14 +411,19 @@ def import_scans(
     ppmi_csv: str | Path | None = None,
     include_groups: dict[str, str] | str | None = None,
     order: int = 1,
+    stack_2d: bool = False,
 ) -> ImportResult:
     """Import scans from ``source`` into a new cohort at ``out``; returns the cohort and a summary.
 
     ``space`` is ``mni`` (default for NIfTI/DICOM) or ``fov`` (the only choice for arrays);
-    ``target_grid=None`` keeps the inputs' own grid (they must all agree).
+    ``target_grid=None`` keeps the inputs' own grid (they must all agree). ``force`` replaces only
+    an existing cohort (never the source, a folder holding it, or a folder of other files);
+    ``stack_2d`` reads a 3-D array as one volume (else refused: N 2-D images?).
     """
     out = Path(out)
-    check_can_write(out, force)
+    sources = [p for p in (source, labels_csv, ppmi_csv) if p is not None]
+    check_output(out, force, "cohort", sources)
+    probe_writable(out)
     label_map = parse_map(label_map)
     include = parse_map(include_groups)
     _grid(target_grid)  # a bad grid fails before any planning
@@ -433,7 +441,8 @@ def import_scans(
                       label_column=label_column, label_map=label_map, class_names=class_names, summary=summary)
         if arrays:
             summary.kind = "arrays"
-            entries, names = plan_arrays_with_csv(arrays, **csv_kw) if labels_csv else plan_arrays(arrays, label_map, class_names, summary)
+            entries, names = (plan_arrays_with_csv(arrays, stack_2d=stack_2d, **csv_kw) if labels_csv
+                              else plan_arrays(arrays, label_map, class_names, summary, stack_2d))
         else:
             if labels_csv is None:
                 raise ScanImportError(f"{source}: scan files need labels: pass --labels CSV (columns set by --id-col, "
@@ -442,7 +451,7 @@ def import_scans(
         summary.n_candidates = len(entries) + len(summary.orphan_files)
     return import_planned(entries, names, summary, out, target_grid=target_grid, space=space, crop=crop, skip_bad=skip_bad, force=force,
                           modality=modality or ppmi_mod, order=order,
-                          inputs={"labels_csv": _resolved(labels_csv), "ppmi_csv": _resolved(ppmi_csv)})
+                          inputs={"labels_csv": _resolved(labels_csv), "ppmi_csv": _resolved(ppmi_csv)}, sources=sources)
 
 
 def _resolved(path: str | Path | None) -> str | None:
@@ -452,13 +461,17 @@ def _resolved(path: str | Path | None) -> str | None:
 def import_planned(entries: list[ScanEntry], names: list[str], summary: ImportSummary, out: str | Path,
                    target_grid: tuple[int, int, int] | int | None = (64, 64, 64), space: str | None = None, crop: bool = False, skip_bad: bool = False,
                    force: bool = False, modality: str | None = None, order: int = 1,
-                   inputs: dict[str, Any] | None = None) -> ImportResult:
+                   inputs: dict[str, Any] | None = None, sources: list[Any] | tuple[Any, ...] = ()) -> ImportResult:
     """Read, place and write planned scans as a cohort at ``out`` (the shared second half of every import).
 
     ``summary.source``/``summary.kind`` say where the plan came from; ``inputs`` (label files, options
     of the planner) go into the cohort's provenance. ``space`` defaults to ``fov`` for arrays, else ``mni``.
+    ``sources`` (the files and folders read) are never replaced, whatever ``force``; IDs no table can
+    hold are refused; ``out`` is locked while the scans are read and written (:mod:`volkd.locks`).
     """
     out = Path(out)
+    sources = [summary.source, *sources]
+    check_output(out, force, "cohort", sources)
     grid = _grid(target_grid)
     source = summary.source
     is_arrays = summary.kind == "arrays"
@@ -471,18 +484,42 @@ def import_planned(entries: list[ScanEntry], names: list[str], summary: ImportSu
         raise ConfigError("--space mni needs scans with an affine (NIfTI/DICOM); NPZ/NPY arrays are resampled with --space fov")
     if not entries:
         raise ScanImportError(f"{source}: nothing to import. " + " ".join(summary.lines()[2:]))
+    _check_ids(entries, source)
+    probe_writable(out)
+    with output_lock(out):
+        check_output(out, force, "cohort", sources)  # again under the lock: the folder may have changed
+        clean_stale(out, held=True)
+        return _write_planned(entries, names, summary, out, grid, space, crop, skip_bad, force, modality, order,
+                              inputs or {}, sources)
+
+
+def _check_ids(entries: list[ScanEntry], source: Any) -> None:
+    """Refuse IDs no table can hold faithfully (control characters, …); see :mod:`volkd.paths`."""
+    for e in entries:
+        for what, value in (("scan ID", e.scan_id), ("subject ID", e.subject_id)):
+            problem = id_problem(str(value))
+            if problem:
+                raise ScanImportError(f"{source}: {what} {value!r} ({e.where}) cannot be used: {problem}; "
+                                      "fix it in the source table and import again")
+
+
+def _write_planned(entries: list[ScanEntry], names: list[str], summary: ImportSummary, out: Path,
+                   grid: tuple[int, int, int] | None, space: str, crop: bool, skip_bad: bool, force: bool,
+                   modality: str | None, order: int, inputs: dict[str, Any], sources: list[Any]) -> ImportResult:
+    source = summary.source
+    is_arrays = summary.kind == "arrays"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.import-", dir=out.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(out, "import"), dir=out.parent) as work:
         volumes, rows, affines, modalities = _load_all(entries, grid, space, crop, skip_bad, order, Path(work), summary)
         if not rows:
             raise ScanImportError(f"{source}: every scan was skipped as bad; see the reasons: "
                                   + "; ".join(f"{s['path']}: {s['reason']}" for s in summary.skipped[:3]))
         scans_df = pd.DataFrame(rows)
         meta = _meta(scans_df, names, affines, volumes.shape[1:], space, is_arrays, modality,
-                     modalities, summary, source, inputs or {}, crop, order, volumes, grid)
+                     modalities, summary, source, inputs, crop, order, volumes, grid)
         cohort = Cohort(volumes, scans_df, meta)
         _fill_counts(summary, cohort)
-        with atomic_dir(out, force=force) as tmp:
+        with atomic_dir(out, force=force, kind="cohort", sources=sources) as tmp:
             cohort.save(tmp, force=True)
             write_json(tmp / REPORT_FILE, summary.to_dict())
             if skip_bad or summary.ignored:
@@ -524,6 +561,9 @@ def _load_all(entries: list[ScanEntry], grid: tuple[int, int, int] | None, space
             if volumes is not None and tuple(shape) != volumes.shape[1:]:
                 raise ScanImportError(f"{entry.where}: grid {tuple(data.shape)} differs from the first scan's "
                                       f"{volumes.shape[1:]}; pass a target grid (--grid 64) to resample all scans")
+            problem = value_problem(data, crop)
+            if problem:
+                raise ScanImportError(f"{entry.where}: {problem}")
             bad = ~np.isfinite(data)
             if bad.any():
                 summary.nonfinite_zeroed[entry.scan_id] = int(bad.sum())
@@ -535,8 +575,9 @@ def _load_all(entries: list[ScanEntry], grid: tuple[int, int, int] | None, space
                         f"{entry.where}: the scan covers {covered:.0%} of the MNI field of view; it does not look "
                         "spatially normalised to MNI space (check its affine, or import native-space scans with --space fov)")
             vol, where = resample_scan(data, affine, shape, space, crop, order)  # type: ignore[arg-type]
-            if not np.isfinite(vol).all():
-                raise ScanImportError(f"{entry.where}: resampled volume has non-finite values")
+            problem = placed_problem(vol)
+            if problem:
+                raise ScanImportError(f"{entry.where}: {problem}")
         except ScanImportError as e:
             if not skip_bad:
                 raise

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from volkd.atomic import check_can_write, write_text
+from volkd.atomic import check_output, probe_writable, write_text
 from volkd.data.cohort import META_FILE
 from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, describe_validation_error, listed_once, one_of
@@ -266,6 +266,8 @@ def _check_kd_params(cfg: StudyConfig, where: str) -> None:
             get_kd_loss(kd.name, **kd.params)
         except ConfigError as e:
             raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): {e}") from None
+        except (TypeError, ValueError, ArithmeticError) as e:  # a parameter of the wrong type (e.g. w_fg: null)
+            raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): invalid value in {kd.params!r} ({e})") from None
 
 
 def _check_train_extra(cfg: StudyConfig, where: str) -> None:
@@ -280,15 +282,20 @@ def _check_train_extra(cfg: StudyConfig, where: str) -> None:
 
 
 def load_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
+    """Read and validate a study YAML file (an empty file, or one that is not a mapping of keys, is an error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: study config not found; write one with `volkd init-config --out {path}`")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return validate_config(data if data is not None else {}, where=str(path))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    if data is None:
+        raise ConfigError(f"{path}: the study config is empty; write one with `volkd init-config --out {path}` "
+                          "(or run a built-in profile: `volkd run --profile quick`)")
+    return validate_config(data, where=str(path))
 
 
 def load_profile(name: str) -> StudyConfig:
@@ -365,7 +372,8 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
 def write_config(path: str | Path, profile: str = "quick", force: bool = False) -> Path:
     """Write the annotated YAML of a built-in profile to ``path`` (refuses to overwrite unless ``force``)."""
     path = Path(path)
-    check_can_write(path, force)
+    check_output(path, force)
+    probe_writable(path)
     cfg = load_profile(profile).model_copy(update={"name": path.stem or profile})
     header = (f"volkd study config (from the built-in '{profile}' profile).\n"
               "Edit the values, then run: volkd run " + str(path) + "\n"

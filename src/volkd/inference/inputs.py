@@ -17,7 +17,7 @@ from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import META_FILE, SCANS_FILE, VOLUMES_FILE, Cohort
 from volkd.data.importer import scan_id_of
 from volkd.data.readers import ARRAY_SUFFIXES, ArraySet, dicom_files, is_dicom_file, is_nifti, read_arrays, read_scan
-from volkd.errors import VolkdError
+from volkd.errors import CohortChangedError, VolkdError
 
 
 @dataclass
@@ -65,7 +65,8 @@ def _scan_id(path: Path) -> str:
 
 
 def _cohort_inputs(path: Path) -> list[ScanInput]:
-    cohort = Cohort.load(path)
+    # verified: the training-overlap check trusts the cohort's subject IDs, so its content must be what was imported
+    cohort = Cohort.load(path, verify=True)
     return [ScanInput(f"{path}[{sid}]", sid, "cohort", path, str(subj), cohort, i)
             for i, (sid, subj) in enumerate(zip(cohort.scan_ids, cohort.subjects))]
 
@@ -75,7 +76,7 @@ def _array_inputs(path: Path) -> list[ScanInput]:
 
     As on import, an array volume is its own subject (subject ID = scan ID).
     """
-    s = read_arrays(path)
+    s = read_arrays(path, stack_2d=True)  # predicting, a single D×H×W array is one volume (import asks for --stack-2d)
     return [ScanInput(f"{path}[{k}]", sid, "array", path, sid, arrays=s, index=k) for k, sid in enumerate(s.scan_ids)]
 
 
@@ -128,6 +129,8 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[ScanInput], list[Skip
             else:
                 skipped.append(Skipped(str(p), "not a NIfTI file (.nii/.nii.gz), DICOM file/series folder, NPZ/NPY array "
                                                "or cohort directory"))
+        except CohortChangedError:
+            raise
         except VolkdError as e:
             skipped.append(Skipped(str(p), str(e).removeprefix(f"{p}: ")))
     return scans, skipped

@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from volkd.atomic import check_can_write, write_text
+from volkd.atomic import check_can_write, check_output, probe_writable, write_text
+from volkd.data.scan_checks import value_problem
 from volkd.data.importer import ppmi_modality
 from volkd.errors import VolkdError
 from volkd.inference.grid import IncompatibleScanError, TrainingGrid, check_compatible, place_on_grid, training_grid
@@ -72,6 +73,9 @@ def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> tuple
     native = (item.kind == "cohort" and tuple(scan.data.shape) == tuple(grid.shape)
               and (grid.placement == "fov" or np.allclose(scan.affine, grid.affine, atol=1e-4)))
     check_compatible(scan.data, scan.affine, grid, item.source, native_grid=native)
+    problem = value_problem(scan.data)  # no image in it: all NaN/Inf, or constant (blank)
+    if problem:
+        raise IncompatibleScanError(f"{item.source}: {problem}")
     if native:
         return np.ascontiguousarray(scan.data, dtype=np.float32), np.asarray(scan.affine, dtype=np.float64)
     # a cohort's volumes were already placed by its import: never crop them twice
@@ -189,9 +193,12 @@ def write_predictions(df: pd.DataFrame, skipped: list[Skipped], out: str | Path,
 
 def predict_to_csv(ckpt_path: str | Path, inputs: Sequence[str | Path], out: str | Path, force: bool = False,
                    **kw: Any) -> tuple[pd.DataFrame, list[Skipped]]:
-    """:func:`predict_scans` then :func:`write_predictions`; checks ``out`` may be written before any work."""
-    check_can_write(Path(out), force)
-    check_can_write(skipped_path(out), force)
+    """:func:`predict_scans` then :func:`write_predictions`; checks ``out`` may be written before any work
+    (exists without ``force``, is an input, is a folder, or its location is unwritable)."""
+    sources = [*inputs, ckpt_path] if isinstance(ckpt_path, (str, Path)) else [*inputs]
+    check_output(Path(out), force, sources=sources)
+    check_output(skipped_path(out), force, sources=sources)
+    probe_writable(out)
     df, skipped = predict_scans(ckpt_path, inputs, **kw)
     write_predictions(df, skipped, out, force)
     return df, skipped
