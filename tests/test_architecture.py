@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Packages in one tuple share a rank: the base modules may import one another, while
 #: ``report`` and ``inference`` stand side by side and neither imports the other.
 LAYERS: list[tuple[str, ...]] = [
-    ("", "errors", "atomic", "provenance"),
+    ("", "errors", "atomic", "provenance", "paths", "locks"),
     ("data",),
     ("projection",),
     ("models",),

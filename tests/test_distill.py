@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from volkd.distill import (
     AFFINITIES,
     combine,
@@ -15,8 +18,10 @@ from volkd.distill import (
     get_kd_loss,
     graph_affinity,
     kd_loss_names,
+    knn_affinity,
     logit_graph_loss,
     metric_loss,
+    rbf_affinity,
 )
 from volkd.errors import ConfigError
 
@@ -57,7 +62,7 @@ def np_sigma(x: np.ndarray, k: int) -> float:
 def np_rbf_graph(x: np.ndarray, k: int, order: int | None = None) -> np.ndarray:
     d, s = np_dist(x), np_sigma(x, k)
     u = d**2 / (2 * s * s)
-    a = np.exp(-u) if order is None else sum((-u) ** n / math.factorial(n) for n in range(order + 1))
+    a = np.exp(-u) if order is None else 1.0 / sum(u ** n / math.factorial(n) for n in range(order + 1))
     return a / a.max()
 
 
@@ -84,9 +89,39 @@ def test_cosine_graph_matches_loops(batch) -> None:
 def test_knn_graph_by_hand() -> None:
     x = np.array([[0.0], [1.0], [3.0], [7.0]])
     expected = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]], dtype=float)
-    np.testing.assert_array_equal(graph_affinity(_t(x), "knn", k=1).numpy(), expected)
+    np.testing.assert_array_equal(knn_affinity(_t(x), k=1).numpy(), expected)
     # k is clipped to B − 1: everybody is everybody's neighbour
-    np.testing.assert_array_equal(graph_affinity(_t(x), "knn", k=10).numpy(), np.ones((4, 4)))
+    np.testing.assert_array_equal(knn_affinity(_t(x), k=10).numpy(), np.ones((4, 4)))
+
+
+def test_knn_graph_is_the_cosine_graph_on_knn_edges(batch) -> None:
+    x = batch[0]
+    own = knn_affinity(_t(x), k=2).numpy()
+    cos = np_cosine_graph(x) * np_cosine_graph(x).max()  # un-normalised cosine
+    want = own * cos
+    np.testing.assert_allclose(graph_affinity(_t(x), "knn", k=2).numpy(), want / want.max(), rtol=1e-10)
+    # another mask (e.g. the teacher's) replaces the own edges
+    other = np.eye(5) + np.eye(5, k=1)
+    want = other * cos
+    np.testing.assert_allclose(graph_affinity(_t(x), "knn", mask=_t(other)).numpy(), want / want.max(), rtol=1e-10)
+    with pytest.raises(ConfigError, match="mask applies to the 'knn' affinity only"):
+        graph_affinity(_t(x), "cosine", mask=_t(other))
+    with pytest.raises(ConfigError, match=r"knn mask must be 5×5"):
+        graph_affinity(_t(x), "knn", mask=torch.ones(4, 4))
+
+
+def test_graph_knn_loss_uses_the_teachers_neighbourhoods(batch) -> None:
+    """L_fg with knn: student and teacher cosine graphs, both on the TEACHER's kNN edges."""
+    fs, ft, zs, zt = batch
+    mask = knn_affinity(_t(ft), k=2).numpy()
+    gs = mask * np_cosine_graph(fs) * np_cosine_graph(fs).max()
+    gt = mask * np_cosine_graph(ft) * np_cosine_graph(ft).max()
+    fg = np.mean((gs / gs.max() - gt / gt.max()) ** 2)
+    metric = np.mean((gs / gs.max() - np.eye(5)) ** 2)
+    _, parts = get_kd_loss("graph", affinity="knn", k=2, w_lg=0.0, w_metric=1.0)(_t(fs), _t(zs), _t(ft), _t(zt))
+    assert parts["fg"] == pytest.approx(fg, rel=1e-10) and parts["fg"] > 0
+    assert parts["metric"] == pytest.approx(metric, rel=1e-10)
+    assert feature_graph_loss(_t(fs), _t(ft), "knn", k=2).item() == pytest.approx(fg, rel=1e-10)
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -107,6 +142,32 @@ def test_rbf_taylor_converges_to_rbf(batch) -> None:
     rbf = graph_affinity(_t(x), "rbf", k=4)
     assert (graph_affinity(_t(x), "rbf_taylor", k=4, order=30) - rbf).abs().max() < 1e-6
     assert (graph_affinity(_t(x), "rbf_taylor", k=4, order=2) - rbf).abs().max() > 1e-3
+
+
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(3, 12), d=st.integers(1, 16), order=st.integers(1, 6), k=st.integers(1, 6),
+       scale=st.floats(0.01, 100.0), seed=st.integers(0, 2**31 - 1))
+def test_rbf_taylor_is_positive_and_decreases_with_distance(b: int, d: int, order: int, k: int, scale: float, seed: int) -> None:
+    """Property: within a batch, the affinity is a positive, non-increasing function of the distance
+    (the old series 1 − u + u²/2 rose again for u > 1, i.e. for most pairs of real embeddings)."""
+    x = torch.tensor(np.random.default_rng(seed).normal(size=(b, d)) * scale, dtype=torch.float64)
+    g = graph_affinity(x, "rbf_taylor", k=k, order=order)
+    dist = torch.cdist(x, x)
+    assert (g > 0).all() and g.max().item() == pytest.approx(1.0)
+    pairs = torch.argsort(dist.flatten())
+    a = g.flatten()[pairs]
+    dd = dist.flatten()[pairs]
+    rises = (a[1:] - a[:-1] > 1e-12) & (dd[1:] - dd[:-1] > 1e-9 * scale)
+    assert not rises.any()
+
+
+def test_rbf_taylor_values_far_apart() -> None:
+    """u = 4: exp(−4) = 0.018; order 2 gives 1/(1 + 4 + 8) = 0.077 (the old series gave 1 − 4 + 8 = 5)."""
+    x = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)  # σ (k = 1) = mean(1, 1, 2) = 4/3
+    g = rbf_affinity(x, k=1, order=2)
+    u = (torch.cdist(x, x) ** 2) / (2 * (4 / 3) ** 2)
+    np.testing.assert_allclose(g.numpy(), (1 / (1 + u + u * u / 2)).numpy(), rtol=1e-12)
+    assert g[0, 2] < g[0, 1] < g[0, 0] == 1.0
 
 
 def test_unknown_affinity() -> None:
@@ -149,10 +210,8 @@ def test_graph_loss_gradient_flows_to_student_only(batch, affinity: str) -> None
     total.backward()
     assert ft.grad is None and zt.grad is None  # frozen teacher
     assert torch.isfinite(fs.grad).all() and torch.isfinite(zs.grad).all()
-    if affinity == "knn":  # binary graph: piecewise constant, documented as gradient-free
-        assert fs.grad.abs().sum() == 0
-    else:
-        assert fs.grad.abs().sum() > 0 and zs.grad.abs().sum() > 0
+    # every affinity teaches (knn: the cosine graph on the teacher's kNN edges, not the binary mask)
+    assert fs.grad.abs().sum() > 0 and zs.grad.abs().sum() > 0
 
 
 def test_combine_is_the_documented_objective() -> None:
@@ -353,5 +412,31 @@ def test_to_dict_round_trip() -> None:
     loss = get_kd_loss("graph", affinity="rbf", w_lg=0.0, temperature=3.0)
     d = loss.to_dict()
     assert d == {"name": "graph", "affinity": "rbf", "w_fg": 1.0, "w_lg": 0.0, "w_metric": 0.2,
-                 "temperature": 3.0, "k": 5, "order": 2}
+                 "temperature": 3.0, "k": 5, "order": 2, "min_batch": 8}
     assert get_kd_loss(**d).to_dict() == d
+
+
+# ---------- relational batches (min_batch) ----------
+
+@pytest.mark.parametrize("name", RELATIONAL)
+def test_relational_losses_have_a_min_batch(name: str) -> None:
+    loss = get_kd_loss(name)
+    assert loss.min_batch == 8 and not loss.applies(7) and loss.applies(8)
+    small = get_kd_loss(name, min_batch=2)
+    assert small.applies(2) and small.to_dict()["min_batch"] == 2
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ConfigError, match="min_batch must be an integer ≥ 2"):
+            get_kd_loss(name, min_batch=bad)
+    assert get_kd_loss("hinton").applies(1)  # not relational: any batch
+
+
+@pytest.mark.parametrize("name", kd_loss_names())
+def test_terms_are_tensors_and_match_the_float_parts(name: str) -> None:
+    torch.manual_seed(1)
+    fs, ft, zs, zt = torch.randn(9, 6), torch.randn(9, 4), torch.randn(9, 2), torch.randn(9, 2)
+    loss = get_kd_loss(name)
+    total, terms = loss.terms(fs, zs, ft, zt)
+    _, parts = loss(fs, zs, ft, zt)
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in terms.values())
+    assert {k: float(v) for k, v in terms.items()} == {k: v for k, v in parts.items() if k != "kd"}
+    assert parts["kd"] == float(total)

@@ -110,9 +110,15 @@ def test_reference_nonpositive_names_the_scan():
         r.fit(v, [0, 2])
     with pytest.raises(ConfigError, match="grid"):
         r.transform(np.ones((1, 8, 8, 8), np.float32))
-    with pytest.raises(ConfigError, match="space 'unknown', not MNI"):
+    with pytest.raises(ConfigError, match="space 'unknown', not MNI") as e:
         get_normalizer("reference", space="unknown")
     get_normalizer("reference", space="unknown", mask=mask)  # an explicit mask is fine
+    # the hints name options that exist (there is no --normalize flag)
+    with pytest.raises(NormalizationError) as e2:
+        r.fit(v, [2])
+    for err in (e, e2):
+        assert "training.extra.normalizer: zscore" in str(err.value) and "--normalizer zscore" in str(err.value)
+        assert "--normalize " not in str(err.value)
 
 
 def test_errors():

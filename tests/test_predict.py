@@ -184,7 +184,7 @@ def _bad_inputs(setup, folder: Path) -> dict[str, str]:
     np.save(folder / "arrays.npy", vol)
     return {"slice2d.nii": "3-D", "series4d.nii.gz": "3-D", "thin.nii.gz": "not a 3-D volume",
             "coarse.nii.gz": "voxel size", "elsewhere.nii.gz": "covers 0% of the training field of view",
-            "corrupt.nii.gz": "unreadable NIfTI", "arrays.npy": "carry no affine"}
+            "corrupt.nii.gz": "unreadable NIfTI", "arrays.npy[0]": "carry no affine"}  # MNI model: arrays refused
 
 
 def test_incompatible_scans_are_skipped_with_reasons(setup, tmp_path):
@@ -219,7 +219,9 @@ def test_scan_rejected_by_the_normaliser_is_skipped(setup, tmp_path):
     idx = _test_idx(setup)[:2]
     for i in idx:
         write_nifti(tmp_path / f"{c.scan_ids[i]}.nii.gz", c.volumes[i], aff)
-    write_nifti(tmp_path / "empty.nii.gz", np.zeros((16, 16, 16), np.float32), aff)
+    empty = np.zeros((16, 16, 16), np.float32)
+    empty[:, -3:] = 1.0  # an image, but nothing in the (posterior) occipital reference region
+    write_nifti(tmp_path / "empty.nii.gz", empty, aff)
     df, skipped = predict_scans(teacher, [tmp_path / f"{c.scan_ids[i]}.nii.gz" for i in idx] + [tmp_path / "empty.nii.gz"], batch_size=8)
     assert list(df["scan_id"]) == list(c.scan_ids[idx])
     np.testing.assert_allclose(df[["proba_control", "proba_PD"]].to_numpy(), predict_proba(teacher, np.asarray(c.volumes[idx])), atol=1e-6)

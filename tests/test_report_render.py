@@ -88,6 +88,8 @@ def test_md_table_and_doc(tmp_path) -> None:
     assert md_table(df).splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1.5 |", "| z | — |"]
     doc = Doc("T")
     doc.p("see `a` and **b** <c>")
-    doc.figure(tmp_path / "missing.png", "skipped")
+    doc.figure(tmp_path / "missing.png", "skipped", alt="a figure that does not exist")
+    with pytest.raises(ValueError, match="alt text"):
+        doc.figure(tmp_path / "missing.png", "no alt", alt=" ")
     assert len(doc.blocks) == 1
     assert "<p>see <code>a</code> and <strong>b</strong> &lt;c&gt;</p>" in doc.html()

@@ -105,8 +105,16 @@ def test_load_config_file_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
     empty = tmp_path / "empty.yaml"
-    empty.write_text("")
-    assert load_config(empty) == StudyConfig()
+    for text in ("", "# only a comment\n", "---\n", "null\n"):  # an empty config never silently runs the defaults
+        empty.write_text(text)
+        with pytest.raises(ConfigError, match="empty.yaml: the study config is empty"):
+            load_config(empty)
+    for text, kind in (("- a\n- b\n", "list"), ("quick\n", "str"), ("42\n", "int")):
+        empty.write_text(text)
+        with pytest.raises(ConfigError, match=f"expected a mapping of keys.*got {kind}"):
+            load_config(empty)
+    (tmp_path / "partial.yaml").write_text("name: partial\n")  # a mapping: missing keys take their defaults
+    assert load_config(tmp_path / "partial.yaml") == StudyConfig(name="partial")
     with pytest.raises(ConfigError, match="unknown profile 'fast'.*quick"):
         load_profile("fast")
 

@@ -43,23 +43,23 @@ def test_volkd_run_tiny_study(tmp_path) -> None:
             "training_curves.png", "gallery-axial.png", "gallery-axial-coronal-sagittal.png"} <= figs
 
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 1 * (2 + 2 * 2) and (results["status"] == "ok").all(), results[["trial_id", "error"]]
-    assert set(results["method"]) == {"teacher", "sbr", "slices+none", "slices+graph", "fuseme+none", "fuseme+graph"}
+    assert len(results) == 1 * (3 + 2 * 2) and (results["status"] == "ok").all(), results[["trial_id", "error"]]
+    assert set(results["method"]) == {"teacher", "sbr", "majority", "slices+none", "slices+graph", "fuseme+none", "fuseme+graph"}
     assert results["f1_weighted"].between(0, 1).all() and results["n_test"].gt(0).all()
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 6 and summary["n_ok"].eq(1).all()
+    assert len(summary) == 7 and summary["n_ok"].eq(1).all()
 
     md = (out / "report.md").read_text()
     for _, r in results.iterrows():  # headline cells are the trial values (one repeat: no sd)
         v = fmt_value("f1_weighted", r["f1_weighted"])
-        if r["method"] in ("teacher", "sbr"):
-            label = "3D teacher" if r["method"] == "teacher" else "SBR + logistic regression"
+        if r["method"] in ("teacher", "sbr", "majority"):
+            label = {"teacher": "3D teacher", "sbr": "SBR + logistic regression", "majority": "majority class (constant)"}[r["method"]]
             assert f"| {label} | {v} | — |" in md
         elif r["method"].endswith("+none"):
             assert f"| {r['projection']} | {v} |" in md
     assert "one repeat: no test possible" in md
     ext = pd.read_csv(out / "external.csv")
-    assert set(ext["cohort"]) == {"synthetic-pet"} and len(ext) == 6
+    assert set(ext["cohort"]) == {"synthetic-pet"} and len(ext) == 7
     cost = pd.read_csv(out / "cost.csv")
     assert list(cost["model"]) == ["3D teacher (lightcnn)", "2D student slices (lightcnn)", "2D student fuseme (lightcnn)"]
     assert (cost["parameters"] > 0).all() and (cost["MFLOPs/scan"] > 0).all()
@@ -72,4 +72,4 @@ def test_volkd_run_tiny_study(tmp_path) -> None:
 
     # running again resumes: nothing to train
     res2 = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", str(cfg_path), "--out", str(out), "--no-progress"])
-    assert res2.exit_code == 0 and "0 trial(s) run, 6 resumed" in res2.output
+    assert res2.exit_code == 0 and "0 trial(s) run, 7 resumed" in res2.output

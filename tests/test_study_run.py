@@ -63,7 +63,7 @@ def test_resume_failures_and_teacher_sharing(tmp_path, counted) -> None:
     # a third run trains nothing at all
     third = run_study(cfg, out, progress=False)
     assert third.n_run == 0 and counted["teacher"] == 1 and len(counted["student"]) == 1
-    assert list(third.headline["method"]) == ["mip", "3D teacher", "SBR + logistic regression"]
+    assert list(third.headline["method"]) == ["mip", "3D teacher", "SBR + logistic regression", "majority class (constant)"]
 
     # a changed config refuses to mix; --new starts next to it
     from volkd.errors import ConfigError

@@ -49,7 +49,8 @@ def test_teacher_checkpoint_content(runs):
     assert ck.train_state is None  # best.pt is lean
     assert ck.cohort_meta["grid_shape"] == [16, 16, 16] and ck.cohort_meta["class_names"] == ["control", "PD"]
     last = load_checkpoint(t.last_checkpoint)
-    assert set(last.train_state) == {"optimizer", "scheduler", "rng", "stopper", "history", "next_epoch"}
+    assert set(last.train_state) == {"optimizer", "scheduler", "scaler", "rng", "stopper", "history", "next_epoch"}
+    assert last.train_state["scaler"] is None  # fp32 (and amp on the CPU): no loss scaling
     assert last.train_state["next_epoch"] == 2 and len(last.train_state["history"]) == 2
 
 
@@ -115,3 +116,28 @@ def test_load_errors(tmp_path, runs):
     with pytest.raises(CheckpointError, match="without"):
         save_checkpoint(tmp_path / "x.pt", {"kind": "teacher"})
     assert set(REQUIRED) >= {"state_dict", "normalizer", "split", "train_subjects", "teacher_hash"}
+
+
+class _Payload:
+    """Any class pickled into a file: loading it would run code chosen by the file's author."""
+
+
+@pytest.mark.parametrize("content", ["object", "junk", "empty", "truncated-zip"])
+def test_bad_checkpoint_errors_never_advise_unsafe_loading(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    if content == "object":
+        torch.save({"format": "volkd-checkpoint", "x": _Payload()}, path)
+    elif content == "junk":
+        path.write_bytes(b"garbage bytes, not a checkpoint")
+    elif content == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"w": torch.zeros(3)}, path)
+        path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    msg = str(e.value)
+    assert "weights_only" not in msg and "add_safe_globals" not in msg and "trust" not in msg
+    assert "\n" not in msg and str(path) in msg
+    if content == "object":
+        assert "holds Python objects" in msg and "_Payload" in msg

@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent('''
         out.mkdir(parents=True)
         torch.save({"world": ctx.world, "init": model.state_dict()}, out / "init.pt")
     Loop(model, train, val, cfg, out, meta, 2,
-         class_weight=class_weights(train.y.numpy(), 2), kd=get_kd_loss("graph"), teacher=teacher, ctx=ctx).run()
+         class_weight=class_weights(train.y.numpy(), 2), kd=get_kd_loss("graph", min_batch=2), teacher=teacher, ctx=ctx).run()
     if ctx.enabled:
         torch.distributed.destroy_process_group()
 ''')

@@ -38,10 +38,11 @@ def run_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = 
     """Run (or resume) the study described by ``cfg`` in ``out`` and render its report.
 
     ``executor`` (``local`` | ``ray``) and ``address`` override ``cfg.execution`` (see
-    volkd.experiment.executors); the results do not depend on them.
+    volkd.experiment.executors); the results do not depend on them. The report is written while
+    the study folder is still locked (volkd.locks).
     """
     run = execute_study(cfg, out, force=force, new=new, progress=progress, console=console, executor=executor,
-                        address=address)
-    rep = build_report(run.store, cfg)
+                        address=address, finish=lambda store: build_report(store, cfg))
+    rep = run.finished
     return StudyOutcome(run.store.root, rep["headline"], rep["report_html"], rep["report_md"], run.n_trials, run.n_run,
                         run.n_skipped, run.n_failed, run.wall_seconds)

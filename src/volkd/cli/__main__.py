@@ -2,8 +2,9 @@
 
 ``torchrun --standalone --nproc_per_node N -m volkd.cli train-teacher COHORT --out runs/t ...``
 runs any volkd train command data-parallel: every process joins the process group torchrun
-describes (gloo on CPU; see volkd.train.distributed) before the command runs, and leaves it
-after. Without torchrun (no ``WORLD_SIZE > 1``) it is the plain ``volkd`` command.
+describes before the command runs, and leaves it after: nccl when the command's ``--device``
+(default ``auto``) means CUDA — each process then trains on ``cuda:$LOCAL_RANK`` — else gloo on
+the CPU (see volkd.train.distributed). Without torchrun (no ``WORLD_SIZE > 1``) it is the plain ``volkd`` command.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from volkd.train.distributed import init_from_env
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``volkd <argv>`` (default: this process's arguments) inside torchrun's process group."""
-    init_from_env("cpu")  # the CLI trains on CPU (gloo); GPU DDP: the Python API with config.device="cuda:<local rank>"
-    sys.argv = ["volkd", *(sys.argv[1:] if argv is None else argv)]
+    args = list(sys.argv[1:] if argv is None else argv)
+    device = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--device"), "auto")
+    init_from_env(device)
+    sys.argv = ["volkd", *args]
     try:
         cli_main()
     finally:

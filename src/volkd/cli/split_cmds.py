@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from volkd.atomic import check_can_write
+from volkd.atomic import check_output, probe_writable
 from volkd.cli.app import app
 from volkd.data.cohort import Cohort
 from volkd.errors import ConfigError
@@ -40,7 +40,8 @@ def split(
     """Make subject-level stratified splits (no subject in two partitions) and write them."""
     from volkd.data.splits import make_splits, save_splits, split_counts
 
-    check_can_write(out, force)
+    check_output(out, force, sources=[cohort])
+    probe_writable(out)
     c = Cohort.load(cohort)
     splits, params = make_splits(c, protocol, n_repeats=repeats, fractions=_fractions(fractions), k=k,
                                  val_fraction=val_fraction, seed=seed)

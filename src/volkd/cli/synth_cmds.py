@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from volkd.cli.app import app
-from volkd.atomic import check_can_write
+from volkd.atomic import check_output, probe_writable
 from volkd.errors import ConfigError
 
 # Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
@@ -47,7 +47,8 @@ def synth(
     if out is None and fmt is not None:
         raise ConfigError("--format needs --out (the export is written into the cohort directory)")
     if out is not None:
-        check_can_write(out, force)  # fail before spending time on synthesis
+        check_output(out, force, "cohort")  # fail before spending time on synthesis
+        probe_writable(out)
     t0 = time.perf_counter()
     cohort = synthesize(n_subjects=n_subjects, modality=modality, seed=seed, grid=grid,
                         pd_fraction=pd_fraction, difficulty=difficulty, visits=visits)

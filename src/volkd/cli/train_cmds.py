@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
+from volkd.atomic import probe_writable
 from volkd.cli.app import app
 from volkd.errors import ConfigError
+from volkd.locks import output_lock
 
 # Library modules are imported inside the commands, not here: `volkd --help` stays fast (see volkd/cli/__init__.py).
 
@@ -33,7 +37,8 @@ _REPEAT = typer.Option(0, "--repeat", help="Which repeat of the split to use.")
 _RESUME = typer.Option(False, "--resume", help="Continue an interrupted run in DIR.")
 _FORCE = typer.Option(False, "--force", help="Replace a finished (or interrupted) run in DIR.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show per-epoch progress bars.")
-_DEVICE = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, cuda:1).")
+_DEVICE = typer.Option("auto", "--device", help="Torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:1.")
+_PRECISION = typer.Option("fp32", "--precision", help="fp32, or amp: mixed precision on CUDA (bf16, or fp16 with loss scaling); no-op on CPU.")
 _TB = typer.Option(False, "--tensorboard", help="Also log to DIR/tensorboard (if tensorboard is installed).")
 
 
@@ -42,6 +47,14 @@ def _config(**kw: Any) -> Any:
 
     aug = kw.pop("augment")
     return TrainConfig.from_dict({**kw, "augment": {"enabled": aug}}, where="command-line options")
+
+
+def _locked(out: Path) -> contextlib.AbstractContextManager[Any]:
+    """The run folder's lock, held by the coordinating process only (rank 0 under torchrun)."""
+    probe_writable(out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return output_lock(out)
 
 
 def _report(res: Any) -> None:
@@ -74,7 +87,7 @@ def train_teacher_cmd(
     width: Optional[int] = _WIDTH, epochs: int = _EPOCHS, batch_size: int = _BATCH, lr: float = _LR, optimizer: str = _OPT,
     scheduler: str = _SCHED, patience: int = _PATIENCE, monitor: str = _MONITOR, class_weighting: str = _CW, seed: int = _SEED,
     normalizer: str = _NORM, augment: bool = _AUG, resume: bool = _RESUME, force: bool = _FORCE, progress: bool = _PROGRESS,
-    device: str = _DEVICE, tensorboard: bool = _TB,
+    device: str = _DEVICE, precision: str = _PRECISION, tensorboard: bool = _TB,
 ) -> None:
     """Train the 3D teacher on a cohort's volumes."""
     from volkd.data.cohort import Cohort
@@ -84,9 +97,11 @@ def train_teacher_cmd(
     c = Cohort.load(cohort)
     cfg = _config(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, patience=patience,
                   monitor=monitor, class_weighting=class_weighting, seed=seed, normalizer=normalizer, augment=augment, progress=progress,
-                  device=device, tensorboard=tensorboard)
+                  device=device, precision=precision, tensorboard=tensorboard)
     spec = ModelSpec(arch=model, spatial_dims=3, in_channels=1, num_classes=len(c.class_names), width=width)
-    _report(train_teacher(c, resolve_split(c, split, repeat), spec, cfg, out, resume=resume, force=force))
+    with _locked(out):
+        res = train_teacher(c, resolve_split(c, split, repeat), spec, cfg, out, resume=resume, force=force)
+    _report(res)
 
 
 @app.command("train-student")
@@ -105,7 +120,8 @@ def train_student_cmd(
     w_cls: float = typer.Option(1.0, "--w-cls", help="Weight of the classification loss."),
     w_kd: float = typer.Option(5.0, "--w-kd", help="Weight of the KD loss."),
     teacher_cache_dir: Optional[Path] = typer.Option(None, "--teacher-cache-dir", help="Share teacher-output caches between runs here."),
-    resume: bool = _RESUME, force: bool = _FORCE, progress: bool = _PROGRESS, device: str = _DEVICE, tensorboard: bool = _TB,
+    resume: bool = _RESUME, force: bool = _FORCE, progress: bool = _PROGRESS, device: str = _DEVICE, precision: str = _PRECISION,
+    tensorboard: bool = _TB,
 ) -> None:
     """Train a 2D student on projections, distilled from a frozen 3D teacher."""
     from volkd.data.cohort import Cohort
@@ -115,8 +131,9 @@ def train_student_cmd(
     cfg = _config(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, patience=patience,
                   monitor=monitor, class_weighting=class_weighting, seed=seed, normalizer=normalizer, augment=augment,
                   w_cls=w_cls, w_kd=w_kd, teacher_cache_dir=str(teacher_cache_dir) if teacher_cache_dir else None, progress=progress,
-                  device=device, tensorboard=tensorboard)
+                  device=device, precision=precision, tensorboard=tensorboard)
     spec = student_model_spec(model, projection, len(c.class_names), width=width)
-    res = train_student(c, resolve_split(c, split, repeat), projection, spec, {"name": kd, **_kd_params(kd_param)}, teacher,
-                        cfg, out, resume=resume, force=force)
+    with _locked(out):
+        res = train_student(c, resolve_split(c, split, repeat), projection, spec, {"name": kd, **_kd_params(kd_param)},
+                            teacher, cfg, out, resume=resume, force=force)
     _report(res)

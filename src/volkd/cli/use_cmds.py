@@ -16,7 +16,7 @@ from volkd.cli.app import app
 console = Console(stderr=True)
 
 _CKPT = typer.Argument(..., help="Checkpoint (best.pt of `volkd train-teacher` / `volkd train-student`).")
-_SCANS = typer.Argument(..., help="NIfTI files, DICOM series folders, folders of them, or cohort directories.")
+_SCANS = typer.Argument(..., help="NIfTI files, DICOM series folders, NPZ/NPY arrays (MedMNIST layout), folders of them, or cohort directories.")
 _FORCE = typer.Option(False, "--force", help="Replace existing outputs.")
 
 

@@ -3,7 +3,7 @@
 A cohort directory holds ``volumes.npy`` (float32, N×D×H×W, memory-mapped on load),
 ``scans.csv`` (one row per scan: scan_id, subject_id, visit, label and optional columns)
 and ``cohort.json`` (grid, voxel size, orientation, modality, class names, provenance,
-content fingerprint).
+content fingerprint and per-file content hashes, see :meth:`Cohort.verify`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, ValidationError
 
 from volkd.atomic import atomic_dir, write_json
-from volkd.errors import CohortError, describe_validation_error
-from volkd.provenance import array_fingerprint, provenance
+from volkd.errors import CohortChangedError, CohortError, describe_validation_error
+from volkd.paths import id_problem
+from volkd.provenance import provenance
 
 REQUIRED_COLUMNS = ("scan_id", "subject_id", "visit", "label")
 OPTIONAL_COLUMNS = ("age", "sex", "site", "split", "source_path")
@@ -39,6 +42,8 @@ class CohortMeta(BaseModel):
     affine: list[list[float]] | None = None  # voxel → world (mm) of the stored grid
     provenance: dict[str, Any] = Field(default_factory=dict)
     fingerprint: str = ""
+    #: SHA-256 of each file's content: ``{"volumes": …, "scans_csv": …}`` (see :meth:`Cohort.verify`).
+    content: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -83,9 +88,34 @@ class Cohort:
         return Cohort(np.asarray(self.volumes[idx]), self.scans.iloc[idx].copy(), self.meta.model_copy(deep=True))
 
     def fingerprint(self) -> str:
-        """Content fingerprint: volumes, scan table and class names."""
-        table = self.scans[list(REQUIRED_COLUMNS)].astype(str).to_csv(index=False).encode()
-        return array_fingerprint(self.volumes, 16, table, "|".join(self.meta.class_names).encode())
+        """Content fingerprint: volumes, scan table (required columns) and class names."""
+        return content_hashes(self.volumes, self.scans, self.meta.class_names)[0]
+
+    def verify(self) -> None:
+        """Recompute the content hashes from the data and compare them with ``cohort.json``.
+
+        Raises :class:`CohortError` naming what changed (``volumes.npy``, ``scans.csv`` or the
+        class names) since the cohort was written; a cohort without a recorded fingerprint
+        (written by hand) has nothing to compare with and passes.
+        """
+        meta, where = self.meta, self.path or "cohort"
+        if not meta.fingerprint:
+            return
+        fp, vol_hash = content_hashes(self.volumes, self.scans, meta.class_names)
+        changed = []
+        if meta.content.get("volumes") and meta.content["volumes"] != vol_hash:
+            changed.append(f"{VOLUMES_FILE} (content hash {vol_hash[:12]} ≠ recorded {meta.content['volumes'][:12]})")
+        if meta.content.get("scans_csv") and self.path is not None and (self.path / SCANS_FILE).is_file():
+            csv_hash = file_sha256(self.path / SCANS_FILE)
+            if csv_hash != meta.content["scans_csv"]:
+                changed.append(f"{SCANS_FILE} (content hash {csv_hash[:12]} ≠ recorded {meta.content['scans_csv'][:12]})")
+        if not changed and fp != meta.fingerprint:
+            changed.append(f"the class names in {META_FILE}" if meta.content else f"{VOLUMES_FILE} or {SCANS_FILE} (this "
+                           "cohort predates per-file hashes, so which one cannot be told)")
+        if changed:
+            raise CohortChangedError(f"{where}: {' and '.join(changed)} changed after the cohort was written (fingerprint "
+                              f"{meta.fingerprint[:12]}); results made from the old content must not be mixed with the new: "
+                              "restore the files, or import the scans again into a new cohort")
 
     # -------------------------------------------------------------------- I/O
     @classmethod
@@ -100,12 +130,7 @@ class Cohort:
         for name in (VOLUMES_FILE, SCANS_FILE, META_FILE):
             if not (path / name).is_file():
                 raise CohortError(f"{path / name}: missing; a cohort directory needs {VOLUMES_FILE}, {SCANS_FILE} and {META_FILE} (make one with `volkd import` or `volkd synth`)")
-        try:
-            meta = CohortMeta.model_validate_json((path / META_FILE).read_text())
-        except ValidationError as e:
-            raise CohortError(f"{path / META_FILE}: invalid metadata: {describe_validation_error(e, CohortMeta)}") from None
-        except ValueError as e:
-            raise CohortError(f"{path / META_FILE}: not valid JSON ({e})") from None
+        meta = read_meta(path)
         try:
             volumes = np.load(path / VOLUMES_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - numpy raises many kinds here
@@ -115,24 +140,25 @@ class Cohort:
         except Exception as e:  # noqa: BLE001
             raise CohortError(f"{path / SCANS_FILE}: unreadable CSV ({e})") from None
         cohort = cls(volumes, scans, meta, path)
-        if verify and meta.fingerprint and cohort.fingerprint() != meta.fingerprint:
-            raise CohortError(f"{path}: content fingerprint does not match {META_FILE}; the files were changed after the cohort was written")
+        if verify:
+            cohort.verify()
         return cohort
 
     def save(self, path: str | Path, force: bool = False, **provenance_extra: Any) -> Path:
         """Write the cohort atomically to ``path`` (refuses to overwrite unless ``force``)."""
         path = Path(path)
         meta = self.meta.model_copy(deep=True)
-        meta.fingerprint = self.fingerprint()
+        meta.fingerprint, vol_hash = content_hashes(self.volumes, self.scans, meta.class_names)
         if not meta.provenance:
             meta.provenance = provenance(**provenance_extra)
-        with atomic_dir(path, force=force) as tmp:
+        with atomic_dir(path, force=force, kind="cohort") as tmp:
             out = np.lib.format.open_memmap(tmp / VOLUMES_FILE, mode="w+", dtype=np.float32, shape=self.volumes.shape)
             for i in range(0, len(self), 32):
                 out[i:i + 32] = self.volumes[i:i + 32]
             out.flush()
             del out
             self.scans.to_csv(tmp / SCANS_FILE, index=False)
+            meta.content = {"algorithm": "sha256", "volumes": vol_hash, "scans_csv": file_sha256(tmp / SCANS_FILE)}
             write_json(tmp / META_FILE, meta.model_dump(mode="json"))
         self.meta, self.path = meta, path
         return path
@@ -185,6 +211,13 @@ def validate(volumes: np.ndarray, scans: pd.DataFrame, meta: CohortMeta, where: 
         if scans[col].isna().any():
             row = int(np.flatnonzero(scans[col].isna().to_numpy())[0])
             raise CohortError(f"{where}/{SCANS_FILE}: empty {col!r} in row {row + 2}")
+    for col in ("scan_id", "subject_id"):
+        bad = scans[col].astype(str).str.contains(_BAD_ID_CHARS, regex=True) | (scans[col].astype(str).str.strip() == "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            value = str(scans[col].iloc[row])
+            raise CohortError(f"{where}/{SCANS_FILE}: {col} {value!r} in row {row + 2} cannot be used: {id_problem(value)}; "
+                              "fix it in the source table and import again")
     dup = scans["scan_id"].astype(str)
     dups = dup[dup.duplicated()].unique()
     if len(dups):
@@ -197,6 +230,41 @@ def validate(volumes: np.ndarray, scans: pd.DataFrame, meta: CohortMeta, where: 
         raise CohortError(f"{where}/{VOLUMES_FILE}: scan {scans['scan_id'].iloc[bad]!r} (row {bad}) contains NaN or Inf voxels; fix or drop it and re-import")
 
 
+#: Characters :func:`volkd.paths.id_problem` refuses in IDs (control, line breaks, surrogates, bidi controls).
+_BAD_ID_CHARS = "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]"
+#: Bytes hashed per update (whole volumes, about 64 MiB).
+_HASH_CHUNK_BYTES = 64 << 20
+
+
+def content_hashes(volumes: np.ndarray, scans: pd.DataFrame, class_names: list[str]) -> tuple[str, str]:
+    """(fingerprint, volumes hash) in one pass over the volumes.
+
+    The volumes hash is SHA-256 of shape, dtype and bytes; the fingerprint continues that same
+    stream with the scan table's required columns and the class names (so it identifies what a
+    model learnt from). Volumes are read in chunks of about 64 MiB, without extra copies.
+    """
+    h = hashlib.sha256()
+    h.update(str(volumes.shape).encode())
+    h.update(str(volumes.dtype).encode())
+    n = volumes.shape[0]
+    per = max(1, _HASH_CHUNK_BYTES // max(1, int(np.prod(volumes.shape[1:], dtype=np.int64)) * volumes.dtype.itemsize))
+    for i in range(0, n, per):
+        h.update(np.ascontiguousarray(volumes[i:i + per]).data)
+    vol_hash = h.hexdigest()
+    h.update(scans[list(REQUIRED_COLUMNS)].astype(str).to_csv(index=False).encode())
+    h.update("|".join(class_names).encode())
+    return h.hexdigest(), vol_hash
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _first_nonfinite(volumes: np.ndarray, chunk: int = 64) -> int | None:
     for i in range(0, volumes.shape[0], chunk):
         block = np.asarray(volumes[i:i + chunk])
@@ -205,3 +273,16 @@ def _first_nonfinite(volumes: np.ndarray, chunk: int = 64) -> int | None:
             return i + int(np.flatnonzero(~finite)[0])
     return None
 
+
+
+def read_meta(path: str | Path) -> CohortMeta:
+    """Only the metadata (``cohort.json``) of the cohort directory ``path``: no volume is read."""
+    path = Path(path)
+    if not (path / META_FILE).is_file():
+        raise CohortError(f"{path / META_FILE}: missing; {path} is not a cohort directory (make one with `volkd import` or `volkd synth`)")
+    try:
+        return CohortMeta.model_validate_json((path / META_FILE).read_text())
+    except ValidationError as e:
+        raise CohortError(f"{path / META_FILE}: invalid metadata: {describe_validation_error(e, CohortMeta)}") from None
+    except ValueError as e:
+        raise CohortError(f"{path / META_FILE}: not valid JSON ({e})") from None

@@ -21,14 +21,17 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
+from volkd.atomic import atomic_dir, check_output, clean_stale, probe_writable, temp_prefix, write_json, write_text
 from volkd.data import ppmi
 from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import Cohort, CohortMeta
 from volkd.data.readers import (ARRAY_SUFFIXES, ArraySet, is_dicom_file, is_nifti, nifti_stem, read_text_table,
                                 read_arrays, read_scan)
 from volkd.data.resample import SPACES, coverage, resample_scan
+from volkd.data.scan_checks import placed_problem, value_problem
 from volkd.errors import ConfigError, ScanImportError
+from volkd.locks import output_lock
+from volkd.paths import id_problem
 from volkd.provenance import provenance
 
 REPORT_FILE, SKIPPED_FILE = "import_report.json", "skipped.csv"
@@ -64,7 +67,7 @@ class ImportSummary:
     """What an import did: counts, and everything it left out (with reasons)."""
 
     source: str
-    kind: str  # "scans", "arrays" or "ppmi"
+    kind: str  # "scans", "arrays", "ppmi" or "bids"
     n_candidates: int = 0
     n_imported: int = 0
     scans_per_class: dict[str, int] = field(default_factory=dict)
@@ -74,6 +77,8 @@ class ImportSummary:
     orphan_files: list[str] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: list[dict[str, str]] = field(default_factory=list)  # found but left out on purpose (path, reason)
+    labels_from: str = "CSV"  # what the labels came from, for the summary's wording
     nonfinite_zeroed: dict[str, int] = field(default_factory=dict)
     grid_shape: list[int] = field(default_factory=list)
     space: str = ""
@@ -94,11 +99,15 @@ class ImportSummary:
         if self.excluded:
             out.append("excluded (group/label not mapped): " + ", ".join(f"{k} {v}" for k, v in self.excluded.items()))
         if self.missing_files:
-            ids = ", ".join(m["scan_id"] for m in self.missing_files[:5])
-            out.append(f"{len(self.missing_files)} CSV row(s) without a file (not imported): {ids}" + (" …" if len(self.missing_files) > 5 else ""))
+            ids = ", ".join(m["scan_id"] or m["subject_id"] for m in self.missing_files[:5])
+            out.append(f"{len(self.missing_files)} {self.labels_from} row(s) without a file (not imported): {ids}"
+                       + (" …" if len(self.missing_files) > 5 else ""))
         if self.orphan_files:
-            out.append(f"{len(self.orphan_files)} file(s) without a CSV row (not imported): {', '.join(self.orphan_files[:3])}"
+            out.append(f"{len(self.orphan_files)} file(s) without a {self.labels_from} row (not imported): {', '.join(self.orphan_files[:3])}"
                        + (" …" if len(self.orphan_files) > 3 else ""))
+        if self.ignored:
+            out.append(f"{len(self.ignored)} file(s) not imported ({SKIPPED_FILE} says why): {self.ignored[0]['path']}: "
+                       f"{self.ignored[0]['reason']}" + (" …" if len(self.ignored) > 1 else ""))
         if self.skipped:
             out.append(f"{len(self.skipped)} bad file(s) skipped: {self.skipped[0]['path']}: {self.skipped[0]['reason']}"
                        + (" …" if len(self.skipped) > 1 else ""))
@@ -130,8 +139,8 @@ def discover(source: str | Path) -> tuple[list[Path], list[Path]]:
     scans: list[Path] = []
     arrays: list[Path] = []
     for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d / "cohort.json").is_file())  # skip cohorts
         names = sorted(f for f in files if not f.startswith("."))
         scans += [here / f for f in names if is_nifti(here / f)]
         arrays += [here / f for f in names if f.lower().endswith(ARRAY_SUFFIXES)]
@@ -178,7 +187,7 @@ def _natural(s: str) -> tuple:
         return (1, 0.0, s)
 
 
-def _map_labels(raw: pd.Series, label_map: dict[str, str], excluded: Counter) -> pd.Series:
+def map_labels(raw: pd.Series, label_map: dict[str, str], excluded: Counter) -> pd.Series:
     """Apply ``label_map`` (exact, then case-insensitive); unmapped values → None and counted."""
     if not label_map:
         return raw.astype(str)
@@ -203,7 +212,8 @@ def _visits(df: pd.DataFrame, subj: pd.Series, col: str | None, where: str, note
     return ppmi.visit_numbers(subj, dates, raw), raw
 
 
-def _resolve_classes(labels: list[str], class_names: list[str] | None, where: str) -> list[str]:
+def resolve_classes(labels: list[str], class_names: list[str] | None, where: str) -> list[str]:
+    """Class names: ``class_names`` (every label must be one) or inferred by :func:`order_classes` (≥ 2 needed)."""
     if class_names:
         unknown = sorted(set(labels) - set(class_names))
         if unknown:
@@ -216,7 +226,8 @@ def _resolve_classes(labels: list[str], class_names: list[str] | None, where: st
     return names
 
 
-def _extra_columns(df: pd.DataFrame, i: Any) -> dict[str, Any]:
+def extra_columns(df: pd.DataFrame, i: Any) -> dict[str, Any]:
+    """The ``age``/``sex``/``site`` cells (any case) of row ``i`` of a labels table, age as a number."""
     out: dict[str, Any] = {}
     lower = {c.lower(): c for c in df.columns}
     for name in _EXTRA_COLUMNS:
@@ -246,7 +257,7 @@ def plan_from_csv(found: dict[str, Path], labels_csv: str | Path, id_column: str
     if len(dup):
         raise ScanImportError(f"{labels_csv}: duplicate {id_column!r} value(s) {sorted(set(dup))[:5]}; each scan needs one row")
     excluded: Counter = Counter()
-    labels = _map_labels(df[label_column], label_map, excluded)
+    labels = map_labels(df[label_column], label_map, excluded)
     visits, codes = _visits(df, df[subject_column], visit_column, str(labels_csv), summary.notes)
     keep = labels.notna().to_numpy()
     summary.excluded = dict(excluded)
@@ -259,11 +270,11 @@ def plan_from_csv(found: dict[str, Path], labels_csv: str | Path, id_column: str
         if sid not in found:
             summary.missing_files.append({"scan_id": sid, "subject_id": df[subject_column].iloc[i]})
             continue
-        extra = _extra_columns(df, idx)
+        extra = extra_columns(df, idx)
         if codes is not None:
             extra["visit_code"] = codes.iloc[i]
         entries.append(ScanEntry(sid, df[subject_column].iloc[i], int(visits[i]), str(labels.iloc[i]), path=found[sid], extra=extra))
-    names = _resolve_classes([e.label for e in entries] or list(labels.dropna()), class_names, str(labels_csv))
+    names = resolve_classes([e.label for e in entries] or list(labels.dropna()), class_names, str(labels_csv))
     return entries, names
 
 
@@ -292,7 +303,7 @@ def plan_ppmi(root: str | Path, collection_csv: str | Path, group_map: dict[str,
         if folder is None:
             summary.missing_files.append({"scan_id": iid, "subject_id": row["Subject"]})
             continue
-        extra = _extra_columns(df, df.index[i])
+        extra = extra_columns(df, df.index[i])
         extra["visit_code"] = row["Visit"]
         entry = ScanEntry(iid, row["Subject"], int(visits[i]), str(labels.iloc[i]), path=folder, extra=extra)
         subj_folder = folder.relative_to(root).parts[0]
@@ -307,7 +318,7 @@ def plan_ppmi(root: str | Path, collection_csv: str | Path, group_map: dict[str,
     default = [c for c in ppmi.DEFAULT_CLASSES if c in set(gmap.values())] if group_map is None else []
     default += [v for v in dict.fromkeys(gmap.values()) if v not in default]
     names = list(class_names) if class_names else default
-    _resolve_classes([e.label for e in entries], names, str(collection_csv))
+    resolve_classes([e.label for e in entries], names, str(collection_csv))
     mods = {ppmi_modality(m) for m in df.loc[labels.notna(), "Modality"]} if "Modality" in df.columns else set()
     return entries, names, (mods.pop() if len(mods) == 1 else None)
 
@@ -318,11 +329,11 @@ def ppmi_modality(value: str) -> str:
 
 
 def plan_arrays(arrays: list[Path], label_map: dict[str, str], class_names: list[str] | None,
-                summary: ImportSummary) -> tuple[list[ScanEntry], list[str]]:
+                summary: ImportSummary, stack_2d: bool = False) -> tuple[list[ScanEntry], list[str]]:
     """Plan NPZ/NPY volumes whose labels are in the file (MedMNIST layout or ``images``/``labels``)."""
     entries: list[ScanEntry] = []
     raw_labels: list[int | str] = []
-    sets = [read_arrays(p) for p in arrays]
+    sets = [read_arrays(p, stack_2d) for p in arrays]
     for s in sets:
         if s.labels is None:
             raise ScanImportError(f"{s.source}: array file has no labels; store them as 'labels' in an NPZ "
@@ -358,13 +369,13 @@ def plan_arrays(arrays: list[Path], label_map: dict[str, str], class_names: list
     if any(s.splits for s in sets):
         summary.notes.append("MedMNIST layout: official split kept in the 'split' column; one volume per subject "
                              "(subject_id = scan_id); orientation unknown")
-    final = names if names and not label_map else _resolve_classes([e.label for e in entries], class_names, str(arrays[0]))
+    final = names if names and not label_map else resolve_classes([e.label for e in entries], class_names, str(arrays[0]))
     return entries, final
 
 
-def plan_arrays_with_csv(arrays: list[Path], **kw: Any) -> tuple[list[ScanEntry], list[str]]:
+def plan_arrays_with_csv(arrays: list[Path], stack_2d: bool = False, **kw: Any) -> tuple[list[ScanEntry], list[str]]:
     """Plan NPY/NPZ volumes labelled by a CSV keyed on their scan IDs (``<file>_<index>``)."""
-    sets = [read_arrays(p) for p in arrays]
+    sets = [read_arrays(p, stack_2d) for p in arrays]
     by_id: dict[str, tuple[ArraySet, int]] = {}
     for s in sets:
         for k, sid in enumerate(s.scan_ids):
@@ -400,17 +411,22 @@ def import_scans(
     ppmi_csv: str | Path | None = None,
     include_groups: dict[str, str] | str | None = None,
     order: int = 1,
+    stack_2d: bool = False,
 ) -> ImportResult:
     """Import scans from ``source`` into a new cohort at ``out``; returns the cohort and a summary.
 
     ``space`` is ``mni`` (default for NIfTI/DICOM) or ``fov`` (the only choice for arrays);
-    ``target_grid=None`` keeps the inputs' own grid (they must all agree).
+    ``target_grid=None`` keeps the inputs' own grid (they must all agree). ``force`` replaces only
+    an existing cohort (never the source, a folder holding it, or a folder of other files);
+    ``stack_2d`` reads a 3-D array as one volume (else refused: N 2-D images?).
     """
     out = Path(out)
-    check_can_write(out, force)
+    sources = [p for p in (source, labels_csv, ppmi_csv) if p is not None]
+    check_output(out, force, "cohort", sources)
+    probe_writable(out)
     label_map = parse_map(label_map)
     include = parse_map(include_groups)
-    grid = _grid(target_grid)
+    _grid(target_grid)  # a bad grid fails before any planning
     summary = ImportSummary(source=str(source), kind="scans")
     ppmi_mod = None
     if ppmi_csv is not None:
@@ -425,13 +441,39 @@ def import_scans(
                       label_column=label_column, label_map=label_map, class_names=class_names, summary=summary)
         if arrays:
             summary.kind = "arrays"
-            entries, names = plan_arrays_with_csv(arrays, **csv_kw) if labels_csv else plan_arrays(arrays, label_map, class_names, summary)
+            entries, names = (plan_arrays_with_csv(arrays, stack_2d=stack_2d, **csv_kw) if labels_csv
+                              else plan_arrays(arrays, label_map, class_names, summary, stack_2d))
         else:
             if labels_csv is None:
                 raise ScanImportError(f"{source}: scan files need labels: pass --labels CSV (columns set by --id-col, "
                                       "--subject-col, --visit-col, --label-col) or --ppmi-csv for a PPMI download")
             entries, names = plan_from_csv(_index_by_id(scans), **csv_kw)  # type: ignore[arg-type]
         summary.n_candidates = len(entries) + len(summary.orphan_files)
+    return import_planned(entries, names, summary, out, target_grid=target_grid, space=space, crop=crop, skip_bad=skip_bad, force=force,
+                          modality=modality or ppmi_mod, order=order,
+                          inputs={"labels_csv": _resolved(labels_csv), "ppmi_csv": _resolved(ppmi_csv)}, sources=sources)
+
+
+def _resolved(path: str | Path | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def import_planned(entries: list[ScanEntry], names: list[str], summary: ImportSummary, out: str | Path,
+                   target_grid: tuple[int, int, int] | int | None = (64, 64, 64), space: str | None = None, crop: bool = False, skip_bad: bool = False,
+                   force: bool = False, modality: str | None = None, order: int = 1,
+                   inputs: dict[str, Any] | None = None, sources: list[Any] | tuple[Any, ...] = ()) -> ImportResult:
+    """Read, place and write planned scans as a cohort at ``out`` (the shared second half of every import).
+
+    ``summary.source``/``summary.kind`` say where the plan came from; ``inputs`` (label files, options
+    of the planner) go into the cohort's provenance. ``space`` defaults to ``fov`` for arrays, else ``mni``.
+    ``sources`` (the files and folders read) are never replaced, whatever ``force``; IDs no table can
+    hold are refused; ``out`` is locked while the scans are read and written (:mod:`volkd.locks`).
+    """
+    out = Path(out)
+    sources = [summary.source, *sources]
+    check_output(out, force, "cohort", sources)
+    grid = _grid(target_grid)
+    source = summary.source
     is_arrays = summary.kind == "arrays"
     space = space or ("fov" if is_arrays else "mni")
     if space not in SPACES:
@@ -442,22 +484,46 @@ def import_scans(
         raise ConfigError("--space mni needs scans with an affine (NIfTI/DICOM); NPZ/NPY arrays are resampled with --space fov")
     if not entries:
         raise ScanImportError(f"{source}: nothing to import. " + " ".join(summary.lines()[2:]))
+    _check_ids(entries, source)
+    probe_writable(out)
+    with output_lock(out):
+        check_output(out, force, "cohort", sources)  # again under the lock: the folder may have changed
+        clean_stale(out, held=True)
+        return _write_planned(entries, names, summary, out, grid, space, crop, skip_bad, force, modality, order,
+                              inputs or {}, sources)
+
+
+def _check_ids(entries: list[ScanEntry], source: Any) -> None:
+    """Refuse IDs no table can hold faithfully (control characters, …); see :mod:`volkd.paths`."""
+    for e in entries:
+        for what, value in (("scan ID", e.scan_id), ("subject ID", e.subject_id)):
+            problem = id_problem(str(value))
+            if problem:
+                raise ScanImportError(f"{source}: {what} {value!r} ({e.where}) cannot be used: {problem}; "
+                                      "fix it in the source table and import again")
+
+
+def _write_planned(entries: list[ScanEntry], names: list[str], summary: ImportSummary, out: Path,
+                   grid: tuple[int, int, int] | None, space: str, crop: bool, skip_bad: bool, force: bool,
+                   modality: str | None, order: int, inputs: dict[str, Any], sources: list[Any]) -> ImportResult:
+    source = summary.source
+    is_arrays = summary.kind == "arrays"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.import-", dir=out.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(out, "import"), dir=out.parent) as work:
         volumes, rows, affines, modalities = _load_all(entries, grid, space, crop, skip_bad, order, Path(work), summary)
         if not rows:
             raise ScanImportError(f"{source}: every scan was skipped as bad; see the reasons: "
                                   + "; ".join(f"{s['path']}: {s['reason']}" for s in summary.skipped[:3]))
         scans_df = pd.DataFrame(rows)
-        meta = _meta(scans_df, names, affines, volumes.shape[1:], space, is_arrays, modality or ppmi_mod,
-                     modalities, summary, source, labels_csv, ppmi_csv, crop, order, volumes, grid)
+        meta = _meta(scans_df, names, affines, volumes.shape[1:], space, is_arrays, modality,
+                     modalities, summary, source, inputs, crop, order, volumes, grid)
         cohort = Cohort(volumes, scans_df, meta)
         _fill_counts(summary, cohort)
-        with atomic_dir(out, force=force) as tmp:
+        with atomic_dir(out, force=force, kind="cohort", sources=sources) as tmp:
             cohort.save(tmp, force=True)
             write_json(tmp / REPORT_FILE, summary.to_dict())
-            if skip_bad:
-                write_text(tmp / SKIPPED_FILE, _skipped_csv(summary.skipped))
+            if skip_bad or summary.ignored:
+                write_text(tmp / SKIPPED_FILE, _skipped_csv(summary.skipped + summary.ignored))
         del cohort, volumes
     return ImportResult(Cohort.load(out), summary)
 
@@ -495,6 +561,9 @@ def _load_all(entries: list[ScanEntry], grid: tuple[int, int, int] | None, space
             if volumes is not None and tuple(shape) != volumes.shape[1:]:
                 raise ScanImportError(f"{entry.where}: grid {tuple(data.shape)} differs from the first scan's "
                                       f"{volumes.shape[1:]}; pass a target grid (--grid 64) to resample all scans")
+            problem = value_problem(data, crop)
+            if problem:
+                raise ScanImportError(f"{entry.where}: {problem}")
             bad = ~np.isfinite(data)
             if bad.any():
                 summary.nonfinite_zeroed[entry.scan_id] = int(bad.sum())
@@ -506,8 +575,9 @@ def _load_all(entries: list[ScanEntry], grid: tuple[int, int, int] | None, space
                         f"{entry.where}: the scan covers {covered:.0%} of the MNI field of view; it does not look "
                         "spatially normalised to MNI space (check its affine, or import native-space scans with --space fov)")
             vol, where = resample_scan(data, affine, shape, space, crop, order)  # type: ignore[arg-type]
-            if not np.isfinite(vol).all():
-                raise ScanImportError(f"{entry.where}: resampled volume has non-finite values")
+            problem = placed_problem(vol)
+            if problem:
+                raise ScanImportError(f"{entry.where}: {problem}")
         except ScanImportError as e:
             if not skip_bad:
                 raise
@@ -530,7 +600,7 @@ def _load_all(entries: list[ScanEntry], grid: tuple[int, int, int] | None, space
 
 def _meta(scans: pd.DataFrame, names: list[str], affines: list[np.ndarray], shape: tuple[int, ...], space: str,
           is_arrays: bool, modality: str | None, modalities: set[str], summary: ImportSummary, source: Any,
-          labels_csv: Any, ppmi_csv: Any, crop: bool, order: int, volumes: np.ndarray,
+          inputs: dict[str, Any], crop: bool, order: int, volumes: np.ndarray,
           grid: tuple[int, int, int] | None) -> CohortMeta:
     same = all(np.allclose(a, affines[0], atol=1e-4) for a in affines)
     vox = np.mean([np.linalg.norm(a[:3, :3], axis=0) for a in affines], axis=0)
@@ -545,8 +615,7 @@ def _meta(scans: pd.DataFrame, names: list[str], affines: list[np.ndarray], shap
     cohort_space = "unknown" if is_arrays else ("MNI" if space == "mni" else "native")
     summary.grid_shape, summary.space, summary.voxel_size_mm = [int(s) for s in shape], cohort_space, [float(v) for v in vox]
     prov = provenance(
-        source=str(Path(source).resolve()), labels_csv=str(Path(labels_csv).resolve()) if labels_csv else None,
-        ppmi_csv=str(Path(ppmi_csv).resolve()) if ppmi_csv else None,
+        source=str(Path(source).resolve()), **inputs,
         options={"target_grid": list(grid) if grid else None, "space": space, "crop": crop, "interpolation_order": order,
                  "antialias": "gaussian, sigma = (zoom - 1) / 2 source voxels"},
         source_paths=f"scans.csv column source_path ({len(scans)} scans)",

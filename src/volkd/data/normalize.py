@@ -20,6 +20,8 @@ from volkd.data.atlas import occipital_mask
 from volkd.errors import ConfigError, VolkdError
 
 DEFAULT_CHUNK = 16
+#: Where a user chooses the normaliser (named in error messages).
+NORMALIZER_HINT = "`training.extra.normalizer: zscore` in a study config, `--normalizer zscore` for volkd train-teacher/-student"
 
 
 class NormalizationError(VolkdError):
@@ -239,7 +241,7 @@ class ReferenceNormalizer(Normalizer):
         if mask is None and space is not None and space != "MNI":
             raise ConfigError(
                 f"reference normalisation: the cohort is in space {space!r}, not MNI, so the atlas occipital region "
-                "does not apply; pass an explicit reference mask or use zscore"
+                f"does not apply; use normalizer zscore ({NORMALIZER_HINT}) or pass an explicit reference mask"
             )
         self.mask = None if mask is None else np.asarray(mask, dtype=bool)
         if self.mask is not None and (self.mask.ndim != 3 or not self.mask.any()):
@@ -274,7 +276,8 @@ class ReferenceNormalizer(Normalizer):
             j = int(bad[0])
             raise NormalizationError(
                 f"reference normalisation: {names[j]} has reference-region mean {ref[j]:.4g} ≤ 0; the scan is empty "
-                "or not aligned to the atlas (check its orientation/space, pass an explicit mask, or use --normalize zscore)"
+                f"or not aligned to the atlas (check its orientation/space, pass an explicit mask, or use normalizer zscore: "
+                f"{NORMALIZER_HINT})"
             )
         return ref
 

@@ -317,16 +317,17 @@ def read_scan(path: str | Path) -> ScanVolume:
 
 
 # ------------------------------------------------------------------------------ arrays
-def read_arrays(path: str | Path) -> ArraySet:
+def read_arrays(path: str | Path, stack_2d: bool = False) -> ArraySet:
     """Read volumes from an NPZ (MedMNIST 3D layout or ``images``/``labels``) or NPY file.
 
-    MedMNIST keys ``{train,val,test}_images`` / ``_labels`` keep the official split.
+    MedMNIST keys ``{train,val,test}_images`` / ``_labels`` keep the official split. A 3-D array
+    (N 2-D images, or one volume?) is refused unless ``stack_2d``: then it is ONE volume.
     """
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)  # read lazily, volume by volume
-            return _array_set(arr, None, None, path)
+            return _array_set(arr, None, None, path, stack_2d)
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             if {f"{s}_images" for s in MEDMNIST_SPLITS} & keys:
@@ -345,9 +346,12 @@ def read_arrays(path: str | Path) -> ArraySet:
                        for i in range(len(z[f"{s}_images"]))]
                 return ArraySet(_as_4d(images, path), np.concatenate(labs), ids, splits, path)
             if "images" in keys:
-                labels = _labels_1d(z["labels"], path, "labels", len(z["images"])) if "labels" in keys else None
+                images = z["images"]
+                _refuse_2d_stack(images, path, "images", stack_2d)
+                n = 1 if images.ndim == 3 else len(images)
+                labels = _labels_1d(z["labels"], path, "labels", n) if "labels" in keys else None
                 ids = [str(x) for x in z["scan_ids"]] if "scan_ids" in keys else None
-                return _array_set(z["images"], labels, ids, path)
+                return _array_set(images, labels, ids, path, stack_2d)
             raise ScanImportError(f"{path}: NPZ has keys {sorted(keys)}; expected the MedMNIST layout "
                                   "(train_images, train_labels, val_*, test_*) or images (+ labels, scan_ids)")
     except ScanImportError:
@@ -366,36 +370,50 @@ def _labels_1d(lab: np.ndarray, path: Path, key: str, n: int) -> np.ndarray:
     return lab
 
 
+def _refuse_2d_stack(arr: np.ndarray, path: Path, key: str, stack_2d: bool) -> None:
+    """A 3-D array is N 2-D images or one volume: volkd does not guess (``--stack-2d`` says: one volume)."""
+    if arr.ndim == 3 and not stack_2d:
+        raise ScanImportError(
+            f"{path}: {key} has shape {tuple(arr.shape)}: {arr.shape[0]} 2-D images, or one 3-D volume? volkd classifies "
+            "3-D volumes: store them as N×D×H×W (a single volume as 1×D×H×W), or pass --stack-2d to import this "
+            f"array as ONE volume made of its {arr.shape[0]} slices")
+
+
 def _as_4d(images: np.ndarray, path: Path) -> np.ndarray:
     if images.ndim == 5 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim != 4:
-        raise ScanImportError(f"{path}: volumes array has shape {images.shape}; expected N×D×H×W")
+        hint = " (2-D images: volkd classifies 3-D volumes)" if images.ndim == 3 else ""
+        raise ScanImportError(f"{path}: volumes array has shape {images.shape}; expected N×D×H×W{hint}")
     if not np.issubdtype(images.dtype, np.number):
         raise ScanImportError(f"{path}: volumes array has non-numeric dtype {images.dtype}")
     return images
 
 
-def _array_set(arr: np.ndarray, labels: np.ndarray | None, ids: list[str] | None, path: Path) -> ArraySet:
+def _array_set(arr: np.ndarray, labels: np.ndarray | None, ids: list[str] | None, path: Path,
+               stack_2d: bool = False) -> ArraySet:
     stem = path.stem
     if arr.ndim == 3:
+        _refuse_2d_stack(arr, path, "the array", stack_2d)
         arr = arr[None]
         ids = ids or [stem]
     images = _as_4d(arr, path)
     ids = ids or [f"{stem}_{i:05d}" for i in range(len(images))]
     if len(ids) != len(images):
         raise ScanImportError(f"{path}: {len(ids)} scan_ids for {len(images)} volumes")
+    if labels is not None and len(labels) != len(images):
+        raise ScanImportError(f"{path}: {len(labels)} labels for {len(images)} volumes; expected one label per volume")
     return ArraySet(images, labels, ids, None, path)
 
 
-def read_text_table(path: str | Path, what: str = "CSV") -> pd.DataFrame:
-    """Read a CSV as text (no NaN guessing), with column names and cells stripped of spaces.
+def read_text_table(path: str | Path, what: str = "CSV", sep: str = ",") -> pd.DataFrame:
+    """Read a CSV (or, with ``sep="\\t"``, a TSV) as text (no NaN guessing), names and cells stripped of spaces.
 
-    An unreadable file raises :class:`ScanImportError` naming it (``what`` says which CSV).
+    An unreadable file raises :class:`ScanImportError` naming it (``what`` says which table).
     """
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
     except Exception as e:  # noqa: BLE001 - pandas raises many kinds here
         raise ScanImportError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
     df.columns = [c.strip() for c in df.columns]

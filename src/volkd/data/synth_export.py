@@ -8,7 +8,9 @@ Layout (the contract :mod:`volkd` import reads)::
         PPMI_<Subject>_<NM|PT>_..._<n>_<Image Data ID>.dcm       (dicom: one axial slice per file, LPS)
 
 ``write_synthetic`` puts the cohort, its preview and (optionally) this tree in one
-directory atomically.
+directory atomically. Subject and image IDs become folder and file names through
+:func:`volkd.paths.safe_name` (PPMI's own IDs are plain names and stay as they are);
+``collection.csv`` keeps the IDs verbatim.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from volkd.data.cohort import Cohort
 from volkd.data.preview import save_preview
 from volkd.data.synth import SynthConfig, synthesize
 from volkd.errors import ConfigError
+from volkd.paths import safe_name
 
 COLLECTION_COLUMNS = (
     "Image Data ID", "Subject", "Group", "Sex", "Age", "Visit", "Modality",
@@ -101,13 +104,14 @@ def export_ppmi(cohort: Cohort, root: str | Path, fmt: Format, seed: int = 0,
             baseline[subj] = dt.datetime.combine(day, dt.time(int(rng.integers(8, 17)), int(rng.integers(60)), int(rng.integers(60))))
         when = baseline[subj] + dt.timedelta(days=int(round(float(r["years_from_baseline"]) * 365.25)), minutes=int(rng.integers(-90, 90)))
         vol = np.asarray(volumes[i]) if i < len(cohort) else extra_vols[i - len(cohort)]  # type: ignore[index]
-        folder = ppmi / "PPMI" / subj / desc.replace(" ", "_") / when.strftime("%Y-%m-%d_%H_%M_%S.0") / str(r["scan_id"])
+        subj_dir, image_dir, desc_dir = safe_name(subj), safe_name(str(r["scan_id"])), safe_name(desc.replace(" ", "_"))
+        folder = ppmi / "PPMI" / subj_dir / desc_dir / when.strftime("%Y-%m-%d_%H_%M_%S.0") / image_dir
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"PPMI_{subj}_{modality}_{desc.replace(' ', '_')}_Br_{when:%Y%m%d%H%M%S}"
+        stem = f"PPMI_{subj_dir}_{modality}_{desc_dir}_Br_{when:%Y%m%d%H%M%S}"
         age = r.get("age", np.nan)
         sex = str(r.get("sex", "")) if pd.notna(r.get("sex", np.nan)) else ""
         if fmt == "nifti":
-            _write_nifti(folder / f"{stem}_{r['scan_id']}.nii.gz", vol, affine)
+            _write_nifti(folder / f"{stem}_{image_dir}.nii.gz", vol, affine)
         else:
             _write_dicom_series(folder, stem, vol, affine, subj, str(r["scan_id"]), modality, desc, when, age, sex, seed, rng)
         rows.append({
@@ -212,14 +216,14 @@ def _write_dicom_series(folder: Path, stem: str, vol: np.ndarray, affine: np.nda
         pix = q[::-1, ::-1, k].T  # rows: posterior→…; columns: patient right → left
         ds.Rows, ds.Columns = int(pix.shape[0]), int(pix.shape[1])
         ds.PixelData = np.ascontiguousarray(pix).tobytes()
-        ds.save_as(folder / f"{stem}_{n + 1}_{image_id}.dcm", enforce_file_format=True)
+        ds.save_as(folder / f"{stem}_{n + 1}_{safe_name(image_id)}.dcm", enforce_file_format=True)
 
 
 def write_synthetic(cohort: Cohort, out: str | Path, force: bool = False, fmt: Format | None = None,
                     preview: bool = True, seed: int = 0, extra_groups: dict[str, int] | None = None) -> Path:
     """Save ``cohort`` to ``out`` with ``preview.png`` and optional PPMI export, all in one atomic rename."""
     out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, kind="cohort") as tmp:
         cohort.save(tmp, force=True)
         if preview:
             save_preview(cohort, tmp / "preview.png")

@@ -4,10 +4,13 @@ from volkd.distill.graph import (
     AFFINITIES,
     feature_graph_loss,
     graph_affinity,
+    knn_affinity,
     logit_graph_loss,
     metric_loss,
+    rbf_affinity,
 )
 from volkd.distill.losses import (
+    MIN_BATCH,
     GraphKD,
     HintonKD,
     KDLoss,
@@ -26,6 +29,7 @@ from volkd.distill.losses import (
 __all__ = [
     "AFFINITIES",
     "GraphKD",
+    "MIN_BATCH",
     "HintonKD",
     "KDLoss",
     "NoKD",
@@ -35,9 +39,11 @@ __all__ = [
     "feature_graph_loss",
     "get_kd_loss",
     "graph_affinity",
+    "knn_affinity",
     "kd_loss_names",
     "logit_graph_loss",
     "metric_loss",
+    "rbf_affinity",
     "register_kd_loss",
     "rkd_angle_potential",
     "rkd_distance_potential",

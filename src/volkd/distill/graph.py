@@ -3,10 +3,16 @@
 ``G(X) = A(X) / max(A(X))`` for a batch ``X`` (B×D) and an affinity ``A``:
 
 - ``cosine`` (the study's default): ``A = N Nᵀ``, ``N`` the row-L2-normalised ``X``;
-- ``knn``: binary, ``A_ij = 1`` when ``j`` is among the ``k`` nearest (Euclidean) neighbours of
-  ``i`` or ``i == j``; piecewise constant, hence **no gradient** (useful for analysis only);
-- ``rbf``: ``A = exp(−D²/(2σ²))``, ``σ`` the mean distance to the ``k``-th nearest neighbour;
-- ``rbf_taylor``: ``exp(−u)`` replaced by its Taylor series ``Σ_{n≤order} (−u)ⁿ/n!``.
+- ``knn``: the cosine graph restricted to k-nearest-neighbour edges, ``A = M ⊙ N Nᵀ`` with
+  ``M_ij = 1`` when ``j`` is among the ``k`` nearest (Euclidean) neighbours of ``i`` or
+  ``i == j``. ``M`` is ``mask`` when given — the graph-KD terms pass the TEACHER's kNN mask to
+  both sides, so the student is taught its cosine similarities on the teacher's neighbourhood
+  edges — else ``x``'s own. Differentiable through the cosine (the binary mask alone,
+  :func:`knn_affinity`, has zero gradient and is for analysis only);
+- ``rbf``: ``A = exp(−u)``, ``u = D²/(2σ²)``, ``σ`` the mean distance to the ``k``-th nearest neighbour;
+- ``rbf_taylor``: ``exp(−u) = 1/exp(u)`` with ``exp(u)`` replaced by its Taylor series:
+  ``A = 1 / Σ_{n≤order} uⁿ/n!`` — positive and decreasing in the distance for every order
+  (the plain series of ``exp(−u)``, ``1 − u + u²/2``, rises again for u > 1).
 
 ``k`` is clipped to ``B − 1``. Every function is NaN-free (values and gradients) for identical
 or all-zero rows: norms and distances are clamped at ``eps``.
@@ -15,6 +21,7 @@ or all-zero rows: norms and distances are clamped at ``eps``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +76,7 @@ def cosine_affinity(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def knn_affinity(x: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """Binary k-nearest-neighbour graph (self included); not differentiable (zero gradient)."""
+    """Binary k-nearest-neighbour graph (self included), the ``knn`` mask; no gradient (analysis only)."""
     b = x.shape[0]
     k = max(0, min(k, b - 1))
     with torch.no_grad():
@@ -81,7 +88,8 @@ def knn_affinity(x: torch.Tensor, k: int = 5) -> torch.Tensor:
 
 
 def rbf_affinity(x: torch.Tensor, k: int = 5, order: int | None = None, eps: float = EPS) -> torch.Tensor:
-    """``exp(−D²/(2σ²))`` (or its Taylor series to ``order``), σ = mean distance to the k-th neighbour."""
+    """``exp(−u)``, ``u = D²/(2σ²)``, σ = mean distance to the k-th neighbour; with ``order``,
+    ``1 / Σ_{n≤order} uⁿ/n!`` (positive, monotone decreasing in u, → exp(−u) as order grows)."""
     d2 = squared_distances(x)
     sigma = kth_neighbour_distance(x, k).clamp_min(math.sqrt(eps))
     u = d2 / (2 * sigma * sigma)
@@ -89,21 +97,28 @@ def rbf_affinity(x: torch.Tensor, k: int = 5, order: int | None = None, eps: flo
         return torch.exp(-u)
     if order < 1:
         raise ConfigError(f"rbf_taylor 'order' must be ≥ 1, got {order}")
-    out = torch.ones_like(u)
+    series = torch.ones_like(u)
     term = torch.ones_like(u)
     for n in range(1, order + 1):
-        term = term * (-u) / n
-        out = out + term
-    return out
+        term = term * u / n
+        series = series + term
+    return 1.0 / series
 
 
-def graph_affinity(x: torch.Tensor, kind: str = "cosine", k: int = 5, order: int = 2, eps: float = EPS) -> torch.Tensor:
-    """The batch graph ``G(X) = A(X) / max(A(X))`` (B×B) for affinity ``kind``."""
+def graph_affinity(x: torch.Tensor, kind: str = "cosine", k: int = 5, order: int = 2, eps: float = EPS,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch graph ``G(X) = A(X) / max(A(X))`` (B×B) for affinity ``kind``; ``mask`` (B×B 0/1,
+    ``knn`` only) replaces ``x``'s own kNN edges (graph KD passes the teacher's)."""
     _check_batch(x)
+    if mask is not None and kind != "knn":
+        raise ConfigError(f"a neighbourhood mask applies to the 'knn' affinity only, not {kind!r}")
     if kind == "cosine":
         a = cosine_affinity(x, eps)
     elif kind == "knn":
-        a = knn_affinity(x, k)
+        m = knn_affinity(x, k) if mask is None else mask.to(x.dtype)
+        if m.shape != (x.shape[0], x.shape[0]):
+            raise ConfigError(f"knn mask must be {x.shape[0]}×{x.shape[0]} (one row per scan of the batch), got {tuple(m.shape)}")
+        a = cosine_affinity(x, eps) * m
     elif kind == "rbf":
         a = rbf_affinity(x, k, None, eps)
     elif kind == "rbf_taylor":
@@ -113,10 +128,17 @@ def graph_affinity(x: torch.Tensor, kind: str = "cosine", k: int = 5, order: int
     return a / a.max().clamp_min(eps)
 
 
-def teacher_graph(ft: torch.Tensor, kind: str = "cosine", **kw: float) -> torch.Tensor:
+def teacher_graph(ft: torch.Tensor, kind: str = "cosine", **kw: Any) -> torch.Tensor:
     """``G(f_t)`` without autograd (the teacher is frozen)."""
     with torch.no_grad():
         return graph_affinity(ft.detach(), kind, **kw)
+
+
+def teacher_knn_mask(ft: torch.Tensor, kind: str, k: int = 5) -> torch.Tensor | None:
+    """The teacher's kNN edges for the ``knn`` affinity (None for the others)."""
+    if kind != "knn":
+        return None
+    return knn_affinity(ft.detach(), k)
 
 
 def graph_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -129,20 +151,24 @@ def identity_mse(g: torch.Tensor) -> torch.Tensor:
     return graph_mse(g, torch.eye(g.shape[0], dtype=g.dtype, device=g.device))
 
 
-def feature_graph_loss(fs: torch.Tensor, ft: torch.Tensor, kind: str = "cosine", **kw: float) -> torch.Tensor:
-    """``L_fg = mean((G(f_s) − G(f_t))²)``; the teacher graph is detached (teacher frozen)."""
+def feature_graph_loss(fs: torch.Tensor, ft: torch.Tensor, kind: str = "cosine", **kw: Any) -> torch.Tensor:
+    """``L_fg = mean((G(f_s) − G(f_t))²)``; the teacher graph is detached (teacher frozen).
+    ``knn``: both graphs on the teacher's kNN edges."""
     _check_same_batch(fs, ft)
-    return graph_mse(graph_affinity(fs, kind, **kw), teacher_graph(ft, kind, **kw))
+    kw.pop("mask", None)
+    mask = teacher_knn_mask(ft, kind, int(kw.get("k", 5)))
+    return graph_mse(graph_affinity(fs, kind, mask=mask, **kw), teacher_graph(ft, kind, mask=mask, **kw))
 
 
 def logit_graph_loss(zs: torch.Tensor, zt: torch.Tensor, temperature: float = 5.0, kind: str = "cosine",
-                     **kw: float) -> torch.Tensor:
+                     **kw: Any) -> torch.Tensor:
     """``L_lg = mean((G(log_softmax(z_s/T)) − G(log_softmax(z_t/T)))²)``."""
     return feature_graph_loss(F.log_softmax(zs / temperature, dim=1), F.log_softmax(zt / temperature, dim=1), kind, **kw)
 
 
-def metric_loss(fs: torch.Tensor, kind: str = "cosine", **kw: float) -> torch.Tensor:
-    """``L_metric = mean((G(f_s) − I)²)``: pushes different scans of the batch apart."""
+def metric_loss(fs: torch.Tensor, kind: str = "cosine", **kw: Any) -> torch.Tensor:
+    """``L_metric = mean((G(f_s) − I)²)``: pushes different scans of the batch apart (``knn``:
+    on ``mask``'s edges, the student's own kNN edges without one)."""
     return identity_mse(graph_affinity(fs, kind, **kw))
 
 

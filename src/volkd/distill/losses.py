@@ -10,8 +10,13 @@ For ``graph``, ``total_kd = w_fg·L_fg + w_lg·L_lg + w_metric·L_metric``. METH
 ``w_cls·CE + w_kd·(L_fg + L_lg) + L_metric`` is therefore ``w_fg = w_lg = 1`` and
 ``w_metric = 1 / w_kd`` — the default ``w_metric = 0.2`` matches the study's ``w_kd = 5``.
 
-Tiny batches: relational losses (graph, sp, rkd) return an exact 0 (no NaN, a valid graph for
-backward) when B < 2; rkd's angle term is 0 when B < 3. ``hinton`` works for any B ≥ 1.
+Tiny batches: relational losses (graph, sp, rkd) have a ``min_batch`` (default 8): a trainer
+gives a batch smaller than that no KD term (`KDLoss.applies`; the loss itself still computes
+whatever it is called on). Called on B < 2 they return an exact 0 (no NaN, a valid graph for
+backward); rkd's angle term is 0 when B < 3. ``hinton`` works for any B ≥ 1.
+
+`KDLoss.terms` returns the terms as detached 0-dim tensors (no host sync per batch: the
+trainer's path); calling the loss returns them as floats.
 """
 
 from __future__ import annotations
@@ -32,10 +37,15 @@ from volkd.distill.graph import (
     logit_graph_loss,
     safe_distances,
     teacher_graph,
+    teacher_knn_mask,
 )
 from volkd.errors import ConfigError
 
 KDResult = tuple[torch.Tensor, dict[str, float]]
+#: ``(total_kd, {term: detached 0-dim tensor})``
+KDTerms = tuple[torch.Tensor, dict[str, torch.Tensor]]
+#: Smallest batch a relational loss (graph, sp, rkd) teaches from by default.
+MIN_BATCH = 8
 
 
 class KDLoss:
@@ -43,6 +53,8 @@ class KDLoss:
 
     name: ClassVar[str] = ""
     requires_teacher: ClassVar[bool] = True
+    #: batches smaller than this get no KD term from a trainer (relational losses: a parameter)
+    min_batch: int = 1
 
     def params(self) -> dict[str, Any]:
         """The constructor parameters (JSON-serialisable), for configs and provenance."""
@@ -58,13 +70,23 @@ class KDLoss:
 
     def __call__(self, student_emb: torch.Tensor, student_logits: torch.Tensor, teacher_emb: torch.Tensor | None,
                  teacher_logits: torch.Tensor | None) -> KDResult:
-        if self.requires_teacher and (teacher_emb is None or teacher_logits is None):
-            raise ConfigError(f"KD loss {self.name!r} needs the teacher's embeddings and logits")
-        total, parts = self.compute(student_emb, student_logits, teacher_emb, teacher_logits)
+        total, terms = self.terms(student_emb, student_logits, teacher_emb, teacher_logits)
+        parts = {k: float(v) for k, v in terms.items()}
         parts["kd"] = float(total.detach())
         return total, parts
 
-    def compute(self, se: torch.Tensor, sl: torch.Tensor, te: torch.Tensor | None, tl: torch.Tensor | None) -> KDResult:
+    def terms(self, student_emb: torch.Tensor, student_logits: torch.Tensor, teacher_emb: torch.Tensor | None,
+              teacher_logits: torch.Tensor | None) -> KDTerms:
+        """``total_kd`` and its named terms as detached 0-dim tensors (no host synchronisation)."""
+        if self.requires_teacher and (teacher_emb is None or teacher_logits is None):
+            raise ConfigError(f"KD loss {self.name!r} needs the teacher's embeddings and logits")
+        return self.compute(student_emb, student_logits, teacher_emb, teacher_logits)
+
+    def applies(self, batch_size: int) -> bool:
+        """Whether a trainer gives a (global) batch of ``batch_size`` scans a KD term."""
+        return batch_size >= self.min_batch
+
+    def compute(self, se: torch.Tensor, sl: torch.Tensor, te: torch.Tensor | None, tl: torch.Tensor | None) -> KDTerms:
         raise NotImplementedError
 
 
@@ -115,6 +137,12 @@ def _nonneg(name: str, **ws: float) -> None:
             raise ConfigError(f"KD loss {name!r}: {k} must be ≥ 0, got {v}")
 
 
+def _min_batch(name: str, min_batch: int) -> int:
+    if isinstance(min_batch, bool) or not isinstance(min_batch, int) or min_batch < 2:
+        raise ConfigError(f"KD loss {name!r}: min_batch must be an integer ≥ 2 (a relation needs two scans), got {min_batch!r}")
+    return min_batch
+
+
 @register_kd_loss
 class NoKD(KDLoss):
     """``none``: no distillation (total_kd = 0; the teacher is not needed)."""
@@ -125,18 +153,21 @@ class NoKD(KDLoss):
     def __init__(self) -> None:
         pass
 
-    def compute(self, se, sl, te, tl) -> KDResult:  # noqa: ANN001
+    def compute(self, se, sl, te, tl) -> KDTerms:  # noqa: ANN001
         return se.new_zeros(()), {}
 
 
 @register_kd_loss
 class GraphKD(KDLoss):
-    """The study's batch-graph loss: ``w_fg·L_fg + w_lg·L_lg + w_metric·L_metric`` (weight 0 = term off)."""
+    """The study's batch-graph loss: ``w_fg·L_fg + w_lg·L_lg + w_metric·L_metric`` (weight 0 = term off).
+
+    ``affinity="knn"``: every graph is the cosine graph on the TEACHER's kNN edges (of the
+    embeddings for L_fg and L_metric, of the tempered log-probabilities for L_lg)."""
 
     name = "graph"
 
     def __init__(self, affinity: str = "cosine", w_fg: float = 1.0, w_lg: float = 1.0, w_metric: float = 0.2,
-                 temperature: float = 5.0, k: int = 5, order: int = 2) -> None:
+                 temperature: float = 5.0, k: int = 5, order: int = 2, min_batch: int = MIN_BATCH) -> None:
         if affinity not in AFFINITIES:
             raise ConfigError(f"graph KD: unknown affinity {affinity!r}; choose one of {', '.join(AFFINITIES)}")
         _nonneg(self.name, w_fg=w_fg, w_lg=w_lg, w_metric=w_metric)
@@ -146,23 +177,26 @@ class GraphKD(KDLoss):
             raise ConfigError(f"graph KD: k and order must be ≥ 1, got k={k}, order={order}")
         self.affinity, self.w_fg, self.w_lg, self.w_metric = affinity, w_fg, w_lg, w_metric
         self.temperature, self.k, self.order = temperature, k, order
+        self.min_batch = _min_batch(self.name, min_batch)
 
-    def compute(self, se, sl, te, tl) -> KDResult:  # noqa: ANN001
+    def compute(self, se, sl, te, tl) -> KDTerms:  # noqa: ANN001
         _check_same_batch(se, te)
         if se.shape[0] < 2:
-            return _zero(se, sl), {"fg": 0.0, "lg": 0.0, "metric": 0.0}
+            zero = se.new_zeros(())
+            return _zero(se, sl), {"fg": zero, "lg": zero, "metric": zero}
         kw = {"kind": self.affinity, "k": self.k, "order": self.order}
         total, parts = _zero(se, sl), {}
-        gs = graph_affinity(se, **kw) if (self.w_fg or self.w_metric) else None  # shared by L_fg and L_metric
+        mask = teacher_knn_mask(te, self.affinity, self.k)  # None unless affinity = knn
+        gs = graph_affinity(se, mask=mask, **kw) if (self.w_fg or self.w_metric) else None  # shared by L_fg and L_metric
         if self.w_fg:
-            fg = graph_mse(gs, teacher_graph(te, **kw))
-            total, parts["fg"] = total + self.w_fg * fg, float(fg.detach())
+            fg = graph_mse(gs, teacher_graph(te, mask=mask, **kw))
+            total, parts["fg"] = total + self.w_fg * fg, fg.detach()
         if self.w_lg:
             lg = logit_graph_loss(sl, tl, self.temperature, **kw)
-            total, parts["lg"] = total + self.w_lg * lg, float(lg.detach())
+            total, parts["lg"] = total + self.w_lg * lg, lg.detach()
         if self.w_metric:
             m = identity_mse(gs)
-            total, parts["metric"] = total + self.w_metric * m, float(m.detach())
+            total, parts["metric"] = total + self.w_metric * m, m.detach()
         return total, parts
 
 
@@ -177,14 +211,14 @@ class HintonKD(KDLoss):
             raise ConfigError(f"hinton KD: temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
-    def compute(self, se, sl, te, tl) -> KDResult:  # noqa: ANN001
+    def compute(self, se, sl, te, tl) -> KDTerms:  # noqa: ANN001
         if sl.shape != tl.shape:
             raise ConfigError(f"hinton KD needs student and teacher logits of the same shape, got "
                               f"{tuple(sl.shape)} and {tuple(tl.shape)} (same classes, same scans)")
         t = self.temperature
         kl = F.kl_div(F.log_softmax(sl / t, dim=1), F.log_softmax(tl.detach() / t, dim=1), reduction="batchmean",
                       log_target=True)
-        return t * t * kl, {"kl": float(kl.detach())}
+        return t * t * kl, {"kl": kl.detach()}
 
 
 def sp_graph(f: torch.Tensor) -> torch.Tensor:
@@ -199,19 +233,20 @@ class SimilarityPreservingKD(KDLoss):
 
     name = "sp"
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, min_batch: int = MIN_BATCH) -> None:
         _nonneg(self.name, weight=weight)
         self.weight = weight
+        self.min_batch = _min_batch(self.name, min_batch)
 
-    def compute(self, se, sl, te, tl) -> KDResult:  # noqa: ANN001
+    def compute(self, se, sl, te, tl) -> KDTerms:  # noqa: ANN001
         _check_same_batch(se, te)
         b = se.shape[0]
         if b < 2:
-            return _zero(se), {"sp": 0.0}
+            return _zero(se), {"sp": se.new_zeros(())}
         with torch.no_grad():
             gt = sp_graph(te.detach())
         sp = ((sp_graph(se) - gt) ** 2).sum() / (b * b)
-        return self.weight * sp, {"sp": float(sp.detach())}
+        return self.weight * sp, {"sp": sp.detach()}
 
 
 def rkd_distance_potential(x: torch.Tensor) -> torch.Tensor:
@@ -247,24 +282,26 @@ class RelationalKD(KDLoss):
 
     name = "rkd"
 
-    def __init__(self, w_dist: float = 25.0, w_angle: float = 50.0) -> None:
+    def __init__(self, w_dist: float = 25.0, w_angle: float = 50.0, min_batch: int = MIN_BATCH) -> None:
         _nonneg(self.name, w_dist=w_dist, w_angle=w_angle)
         self.w_dist, self.w_angle = w_dist, w_angle
+        self.min_batch = _min_batch(self.name, min_batch)
 
-    def compute(self, se, sl, te, tl) -> KDResult:  # noqa: ANN001
+    def compute(self, se, sl, te, tl) -> KDTerms:  # noqa: ANN001
         _check_same_batch(se, te)
         b = se.shape[0]
-        total, parts = _zero(se), {"distance": 0.0, "angle": 0.0}
+        zero = se.new_zeros(())
+        total, parts = _zero(se), {"distance": zero, "angle": zero}
         if b >= 2 and self.w_dist:
             with torch.no_grad():
                 pt = rkd_distance_potential(te.detach())
             dist = F.smooth_l1_loss(rkd_distance_potential(se), pt, reduction="mean", beta=1.0)
-            total, parts["distance"] = total + self.w_dist * dist, float(dist.detach())
+            total, parts["distance"] = total + self.w_dist * dist, dist.detach()
         if b >= 3 and self.w_angle:
             with torch.no_grad():
                 at = rkd_angle_potential(te.detach())
             angle = F.smooth_l1_loss(rkd_angle_potential(se), at, reduction="mean", beta=1.0)
-            total, parts["angle"] = total + self.w_angle * angle, float(angle.detach())
+            total, parts["angle"] = total + self.w_angle * angle, angle.detach()
         return total, parts
 
 

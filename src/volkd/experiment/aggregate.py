@@ -148,8 +148,11 @@ def comparisons_frame(results: pd.DataFrame, cfg: StudyConfig, metric: str | Non
 
 
 # ---------------------------------------------------------------- headline
+#: Headline row labels of the teacher and the baselines.
+REFERENCE_LABELS = {"teacher": "3D teacher", "sbr": "SBR + logistic regression", "majority": "majority class (constant)"}
+
 def headline_table(results: pd.DataFrame, cfg: StudyConfig, metric: str | None = None) -> pd.DataFrame:
-    """The study's table: rows = projections (+ teacher, SBR), columns = without KD, with KD, Δ, p."""
+    """The study's table: rows = projections (+ teacher, the baselines), columns = without KD, with KD, Δ, p."""
     metric = metric or cfg.report.headline_metric
     kd = cfg.headline_kd
     alpha = cfg.report.alpha
@@ -174,12 +177,12 @@ def headline_table(results: pd.DataFrame, cfg: StudyConfig, metric: str | None =
                         "wins": f"{res['wins']}/{res['n']}" if res else "",
                         "verdict": verdict(res, alpha, "KD better", "KD worse", hib)})
         rows.append(row)
-    for method, label in (("teacher", "3D teacher"), ("sbr", "SBR + logistic regression")):
+    for method in ["teacher", *cfg.baselines]:
         m, s, n = stats(method)
-        rows.append({"method": label, "no_kd_mean": m, "no_kd_sd": s, "no_kd_n": n})
+        rows.append({"method": REFERENCE_LABELS[method], "no_kd_mean": m, "no_kd_sd": s, "no_kd_n": n})
     cols = ["method", "no_kd_mean", "no_kd_sd", "no_kd_n", "kd_mean", "kd_sd", "kd_n", "delta", "p_value", "wins", "verdict"]
     df = pd.DataFrame(rows).reindex(columns=cols)
-    df.attrs.update({"metric": metric, "kd": kd or "", "alpha": alpha})
+    df.attrs.update({"metric": metric, "kd": kd or "", "alpha": alpha, "n_projections": len(cfg.projections)})
     return df
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from volkd.atomic import check_can_write, write_text
+from volkd.atomic import check_output, probe_writable, write_text
 from volkd.data.cohort import META_FILE
 from volkd.distill import get_kd_loss
 from volkd.errors import ConfigError, describe_validation_error, listed_once, one_of
@@ -222,23 +222,41 @@ def validate_config(data: Any, where: str = "study config") -> StudyConfig:
     _check_train_extra(cfg, where)
     _check_kd_params(cfg, where)
     _check_baselines(cfg, where)
+    _check_normalizer(cfg, where)
     return cfg
+
+
+def _cohort_space(cfg: StudyConfig) -> tuple[str, Path] | None:
+    """(space, cohort.json) of the main cohort folder as its ``cohort.json`` says; None for the synthetic
+    generator (always MNI) or a folder that cannot be read yet (left to the data loader's own error)."""
+    if cfg.dataset.kind != "cohort":
+        return None
+    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
+    try:
+        return str(json.loads(meta_file.read_text()).get("space", "unknown")), meta_file
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _check_baselines(cfg: StudyConfig, where: str) -> None:
     """Refuse the SBR baseline at config time when the cohort folder says it is not in MNI space
-    (the atlas ROIs would fall on the wrong voxels). Synthetic cohorts are always MNI; a folder
-    that cannot be read yet is left to the data loader's own error."""
-    if "sbr" not in cfg.baselines or cfg.dataset.kind != "cohort":
-        return
-    meta_file = Path(str(cfg.dataset.path)).expanduser() / META_FILE
-    try:
-        space = json.loads(meta_file.read_text()).get("space", "unknown")
-    except (OSError, ValueError, AttributeError):
-        return
-    if space != "MNI":
+    (the atlas ROIs would fall on the wrong voxels)."""
+    found = _cohort_space(cfg) if "sbr" in cfg.baselines else None
+    if found is not None and found[0] != "MNI":
+        space, meta_file = found
         raise ConfigError(f"{where}: key 'baselines': the SBR baseline needs a cohort in MNI space (atlas ROIs), but "
                           f"{meta_file} says space {space!r}; remove `sbr` from baselines (e.g. baselines: [majority])")
+
+
+def _check_normalizer(cfg: StudyConfig, where: str) -> None:
+    """Refuse reference normalisation at config time when the cohort folder says it is not in MNI space
+    (the atlas occipital region would fall on the wrong voxels)."""
+    found = _cohort_space(cfg) if cfg.training.extra.get("normalizer") == "reference" else None
+    if found is not None and found[0] != "MNI":
+        space, meta_file = found
+        raise ConfigError(f"{where}: key 'training.extra.normalizer': reference divides by the atlas occipital region, "
+                          f"which needs a cohort in MNI space, but {meta_file} says space {space!r}; use normalizer: zscore "
+                          "(`volkd init-config --cohort DIR` writes a config fitted to the cohort)")
 
 
 def _check_kd_params(cfg: StudyConfig, where: str) -> None:
@@ -248,6 +266,8 @@ def _check_kd_params(cfg: StudyConfig, where: str) -> None:
             get_kd_loss(kd.name, **kd.params)
         except ConfigError as e:
             raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): {e}") from None
+        except (TypeError, ValueError, ArithmeticError) as e:  # a parameter of the wrong type (e.g. w_fg: null)
+            raise ConfigError(f"{where}: key 'kd.{i}.params' ({kd.name}): invalid value in {kd.params!r} ({e})") from None
 
 
 def _check_train_extra(cfg: StudyConfig, where: str) -> None:
@@ -262,15 +282,20 @@ def _check_train_extra(cfg: StudyConfig, where: str) -> None:
 
 
 def load_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
+    """Read and validate a study YAML file (an empty file, or one that is not a mapping of keys, is an error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: study config not found; write one with `volkd init-config --out {path}`")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return validate_config(data if data is not None else {}, where=str(path))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    if data is None:
+        raise ConfigError(f"{path}: the study config is empty; write one with `volkd init-config --out {path}` "
+                          "(or run a built-in profile: `volkd run --profile quick`)")
+    return validate_config(data, where=str(path))
 
 
 def load_profile(name: str) -> StudyConfig:
@@ -282,24 +307,31 @@ def load_profile(name: str) -> StudyConfig:
 
 
 # ---------------------------------------------------------------------- writing
-def annotated_yaml(cfg: StudyConfig, header: str | None = None) -> str:
-    """The config as YAML with a comment above every key (its description)."""
+def annotated_yaml(cfg: StudyConfig, header: str | None = None, notes: dict[str, list[str]] | None = None) -> str:
+    """The config as YAML with a comment above every key (its description).
+
+    ``notes`` maps dotted keys (``split.protocol``, ``training.extra``) to extra comment lines written
+    under that key's description (e.g. why a value was chosen).
+    """
     lines: list[str] = []
     if header:
         lines += [f"# {h}" if h else "#" for h in header.splitlines()] + [""]
-    _emit_model(cfg, lines, 0)
+    _emit_model(cfg, lines, 0, notes=notes or {})
     return "\n".join(lines) + "\n"
 
 
-def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True) -> None:
+def _emit_model(model: BaseModel, lines: list[str], indent: int, top: bool = True, notes: dict[str, list[str]] | None = None,
+                prefix: str = "") -> None:
     pad = " " * indent
+    notes = notes or {}
     for name, field in _ordered_fields(type(model)):
         value = getattr(model, name)
         if field.description:
             lines.append(f"{pad}# {field.description}")
+        lines += [f"{pad}# {n}" for n in notes.get(prefix + name, [])]
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:")
-            _emit_model(value, lines, indent + 2, top=False)
+            _emit_model(value, lines, indent + 2, top=False, notes=notes, prefix=f"{prefix}{name}.")
         elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
             lines.append(f"{pad}{name}:")
             for key, f in _ordered_fields(type(value[0])):
@@ -340,7 +372,8 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
 def write_config(path: str | Path, profile: str = "quick", force: bool = False) -> Path:
     """Write the annotated YAML of a built-in profile to ``path`` (refuses to overwrite unless ``force``)."""
     path = Path(path)
-    check_can_write(path, force)
+    check_output(path, force)
+    probe_writable(path)
     cfg = load_profile(profile).model_copy(update={"name": path.stem or profile})
     header = (f"volkd study config (from the built-in '{profile}' profile).\n"
               "Edit the values, then run: volkd run " + str(path) + "\n"

@@ -1,9 +1,12 @@
 """Run a study: data → splits → trials (resumable, on the local or Ray executor) → study artefacts.
 
-Per repeat the SBR baseline, then the 3D teacher (trained once), then every student
+Per repeat the baselines (SBR, majority class), then the 3D teacher (trained once), then every student
 (projection × KD) distilled from that repeat's teacher. A failing trial is stored as failed
 with its error and the study goes on. The report is rendered by the layer above
 (:func:`volkd.study.run_study` runs a study and writes its report).
+
+The data are loaded, verified and split before the study folder is created or touched; the
+folder is locked (volkd.locks) while the study runs, by the coordinating process only.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from volkd.atomic import write_json
+from volkd.atomic import check_sources, clean_stale_inside, probe_writable, write_json
 from volkd.data.cohort import Cohort
 from volkd.data.splits import Split, check_no_leakage, make_splits, save_splits
 from volkd.errors import ConfigError
@@ -26,9 +30,11 @@ from volkd.experiment import artefacts
 from volkd.experiment.config import StudyConfig
 from volkd.experiment.executors import get_executor
 from volkd.experiment.progress import ProgressView
-from volkd.experiment.store import StudyStore
+from volkd.experiment.store import StudyStore, next_free_path
 from volkd.experiment.trial_exec import StudyContext, load_dataset
 from volkd.experiment.trials import plan_trials
+from volkd.locks import output_lock
+from volkd.paths import safe_name
 from volkd.provenance import provenance
 
 
@@ -42,6 +48,7 @@ class StudyRun:
     n_skipped: int
     n_failed: int
     wall_seconds: float
+    finished: Any = None  # what ``finish(store)`` returned (volkd.study: the report)
 
 
 # ------------------------------------------------------------------- data
@@ -56,27 +63,46 @@ def make_study_splits(cfg: StudyConfig, cohort: Cohort) -> tuple[list[Split], di
 
 
 def default_out(cfg: StudyConfig) -> Path:
-    """``volkd-runs/<study name>``."""
-    return Path("volkd-runs") / cfg.name
+    """``volkd-runs/<study name>`` (the name made safe as a folder name, see volkd.paths.safe_name)."""
+    return Path("volkd-runs") / safe_name(cfg.name)
+
+
+def study_root(cfg: StudyConfig, out: str | Path | None = None, new: bool = False) -> Path:
+    """The study folder: ``out`` (default :func:`default_out`), or with ``new`` the next free ``<out>-N``."""
+    root = Path(out) if out is not None else default_out(cfg)
+    return next_free_path(root) if new else root
 
 
 # ------------------------------------------------------------------ study
 def execute_study(cfg: StudyConfig, out: str | Path | None = None, *, force: bool = False, new: bool = False,
                   progress: bool = True, console: Console | None = None, executor: str | None = None,
-                  address: str | None = None) -> StudyRun:
+                  address: str | None = None, finish: Callable[[StudyStore], Any] | None = None) -> StudyRun:
     """Run (or resume) the study described by ``cfg`` in ``out``: its trials and artefacts, no report.
 
     ``executor`` (``local`` | ``ray``) and ``address`` override ``cfg.execution`` (see
-    volkd.experiment.executors); the results do not depend on them.
+    volkd.experiment.executors); the results do not depend on them. Nothing is created before
+    the data load, verify and split; the folder stays locked until ``finish(store)`` (the layer
+    above's report) has run too.
     """
     t0 = time.perf_counter()
-    console = console or Console()
     runner_ = get_executor(cfg.execution, executor, address)
-    store = StudyStore.open(Path(out) if out is not None else default_out(cfg), cfg, force=force, new=new)
+    root = study_root(cfg, out, new)
+    check_sources(root, [Path(str(d.path)).expanduser() for d in (cfg.dataset, *cfg.external) if d.kind == "cohort"])
+    probe_writable(root)
     cohort = load_dataset(cfg.dataset)
     externals = {e.name: load_dataset(e, where=f"external[{e.name}]") for e in cfg.external}
-    _check_cohort(store, cohort)
     splits, proto = make_study_splits(cfg, cohort)
+    with output_lock(root):
+        store = StudyStore.open(root, cfg, force=force)
+        clean_stale_inside(store.root)  # under the lock, before any trial: leftovers of killed runs
+        run = _execute_opened(cfg, store, cohort, externals, splits, proto, runner_, t0, progress, console or Console())
+        run.finished = finish(store) if finish is not None else None
+        return run
+
+
+def _execute_opened(cfg: StudyConfig, store: StudyStore, cohort: Cohort, externals: dict[str, Cohort], splits: list[Split],
+                    proto: dict[str, Any], runner_: Any, t0: float, progress: bool, console: Console) -> StudyRun:
+    _check_cohort(store, cohort)
     save_splits(store.root / "splits.json", splits, cohort, proto, force=True)
     env = _environment(cfg, cohort, externals)
     write_json(store.root / "environment.json", env)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from volkd.atomic import atomic_file, write_json, write_text
-from volkd.errors import ConfigError
+from volkd.errors import ConfigError, OutputError
 from volkd.experiment.config import StudyConfig, annotated_yaml
 from volkd.experiment.trials import Trial
 from volkd.provenance import provenance
@@ -58,19 +58,29 @@ class StudyStore:
         """Create or resume the study at ``root``.
 
         A folder made by a different config is refused (its results must not be mixed)
-        unless ``new`` (use the next free ``root-N``) or ``force`` (discard its results).
+        unless ``new`` (use the next free ``root-N``), ``force`` (discard its results) or it holds
+        no trial result yet (a start that failed: nothing to mix). A folder that is not a volkd
+        study (no study.json or trials/) is refused even with ``force``: volkd never deletes
+        files it did not write.
         """
         root = Path(root)
         if new:
             root = next_free_path(root)
         store = cls(root)
+        if root.exists() and not root.is_dir():
+            raise OutputError(f"{root}: is a file, not a study folder; choose another --out")
+        ours = (root / STUDY_FILE).is_file() or (root / TRIALS_DIR).is_dir()
+        if root.exists() and any(root.iterdir()) and not ours:
+            raise ConfigError(
+                f"{root}: exists and is not a volkd study folder (no {STUDY_FILE}); choose another --out "
+                "(--force replaces only a volkd study folder, never other files)"
+            )
+        stored = None if force else store.stored_hash()
+        if stored is not None and stored != cfg.config_hash() and not any(store.trials_dir.glob("*.json")):
+            force = True  # a start that failed before any trial finished: nothing to mix, start afresh
+            stored = None
         if force and root.exists():
             store.clear()
-        stored = store.stored_hash()
-        if not force and stored is None and root.exists() and any(root.iterdir()) and not (root / TRIALS_DIR).exists():
-            raise ConfigError(
-                f"{root}: exists and is not a volkd study folder; choose another --out, or pass --force to use it anyway"
-            )
         if stored is not None and stored != cfg.config_hash():
             raise ConfigError(
                 f"{root}: holds results of a different study config (hash {stored[:12]} ≠ {cfg.config_hash()[:12]}); "

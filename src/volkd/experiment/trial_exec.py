@@ -46,10 +46,11 @@ class StudyContext:
     splits: list[Split]
 
 
-def load_dataset(ds: DatasetConfig, where: str = "dataset") -> Cohort:
-    """The built-in synthetic cohort (seeded) or a cohort folder."""
+def load_dataset(ds: DatasetConfig, where: str = "dataset", verify: bool = True) -> Cohort:
+    """The built-in synthetic cohort (seeded) or a cohort folder (its content verified against
+    cohort.json unless ``verify=False``: a changed volumes.npy or scans.csv is an error)."""
     if ds.kind == "cohort":
-        return Cohort.load(Path(str(ds.path)).expanduser())
+        return Cohort.load(Path(str(ds.path)).expanduser(), verify=verify)
     g = int(ds.grid)
     try:
         return synthesize(**{"n_subjects": ds.n_subjects, "modality": ds.modality, "seed": ds.seed, "grid": (g, g, g), **ds.options})

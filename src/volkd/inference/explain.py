@@ -19,13 +19,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from volkd.atomic import atomic_dir, check_can_write
+from volkd.atomic import atomic_dir, check_output, probe_writable
 from volkd.data.atlas import striatum_center
 from volkd.data.resample import resample_to_grid
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import TrainingGrid, training_grid
 from volkd.inference.inputs import ScanInput, Skipped, collect_inputs, iter_loaded
 from volkd.inference.predict import NoScansError, PredictionWarning, prepare_scan
+from volkd.paths import UniqueNames
 from volkd.projection import orient, project
 from volkd.train import Checkpoint, load_checkpoint
 
@@ -142,21 +143,19 @@ def _input_geometry(item: ScanInput, shape: tuple[int, ...], affine: np.ndarray)
     return tuple(int(s) for s in shape[:3]), np.asarray(affine, dtype=np.float64)  # type: ignore[return-value]
 
 
-def _unique(name: str, used: set[str]) -> str:
-    out, k = name, 2
-    while out in used:
-        out, k = f"{name}_{k}", k + 1
-    used.add(out)
-    return out
-
-
 def explain_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], out_dir: str | Path, class_name: str | None = None,
                   force: bool = False) -> tuple[list[Explanation], list[Skipped]]:
-    """Grad-CAM maps and overlays for every scan in ``inputs`` (the predicted class unless ``class_name``), in ``out_dir``."""
+    """Grad-CAM maps and overlays for every scan in ``inputs`` (the predicted class unless ``class_name``), in ``out_dir``.
+
+    File names come from the scan IDs through :func:`volkd.paths.safe_name` (made unique);
+    ``explain.csv`` maps each scan ID to its files.
+    """
     import nibabel as nib
 
     out_dir = Path(out_dir)
-    check_can_write(out_dir, force)
+    sources = [*inputs] + ([] if isinstance(ckpt_path, Checkpoint) else [ckpt_path])
+    check_output(out_dir, force, "explain", sources)
+    probe_writable(out_dir)
     ck = ckpt_path if isinstance(ckpt_path, Checkpoint) else load_checkpoint(ckpt_path)
     if class_name is not None and class_name not in ck.class_names:
         raise ConfigError(f"--class {class_name!r} is not a class of this model; choose one of {ck.class_names}")
@@ -167,8 +166,8 @@ def explain_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], out
     items, skipped = collect_inputs(list(inputs))
     results: list[Explanation] = []
     cams: list[Any] | None = None
-    used: set[str] = set()
-    with atomic_dir(out_dir, force=force) as tmp:
+    names = UniqueNames()
+    with atomic_dir(out_dir, force=force, kind="explain", sources=sources) as tmp:
         for item, scan in iter_loaded(items):
             if isinstance(scan, Skipped):
                 skipped.append(scan)
@@ -188,7 +187,7 @@ def explain_scans(ckpt_path: str | Path | Any, inputs: Sequence[str | Path], out
                 logits = model(t.unsqueeze(0) if spec is not None and spec.multiview else t)[0]
             proba = torch.softmax(logits.float(), 1)[0].numpy()
             k = int(np.argmax(proba)) if class_name is None else ck.class_names.index(class_name)
-            name = _unique(item.scan_id, used)
+            name = names.name(item.scan_id)
             ex = Explanation(item.scan_id, item.source, ck.class_names[k], proba, {})
             title = f"{item.scan_id}: Grad-CAM for {ck.class_names[k]} (p = {proba[k]:.2f})"
             if spec is None:

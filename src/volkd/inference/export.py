@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from volkd.atomic import atomic_dir, check_can_write, write_json, write_text
+from volkd.atomic import atomic_dir, check_output, probe_writable, write_json, write_text
 from volkd.errors import ConfigError, VolkdError
 from volkd.inference.grid import training_grid
 from volkd.inference.model_card import model_card
@@ -180,7 +180,9 @@ def export_model(ckpt_path: str | Path | Any, out_dir: str | Path, format: str =
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r} unknown; choose one of {list(FORMATS)}")
     out_dir = Path(out_dir)
-    check_can_write(out_dir, force)
+    sources = [] if isinstance(ckpt_path, Checkpoint) else [ckpt_path]
+    check_output(out_dir, force, "export", sources)
+    probe_writable(out_dir)
     if format == "onnx":
         _require_onnx()
     ck = ckpt_path if isinstance(ckpt_path, Checkpoint) else load_checkpoint(ckpt_path)
@@ -193,7 +195,7 @@ def export_model(ckpt_path: str | Path | Any, out_dir: str | Path, format: str =
                      "(volkd.inference.export.prepare_inputs, i.e. the checkpoint's normaliser then volkd.projection.project)")
     volumes = random_volumes(ck, grid.shape, n_check + 2, seed)
     example = volumes[:2] if in_graph else prepare_inputs(ck, volumes[:2])
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, kind="export", sources=sources) as tmp:
         path = tmp / MODEL_FILES[format]
         ex = torch.from_numpy(np.ascontiguousarray(example))
         run = _export_onnx(module, ex, path, input_name) if format == "onnx" else _export_torchscript(module, ex, path)

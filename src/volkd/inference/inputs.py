@@ -1,4 +1,8 @@
-"""What to predict on: NIfTI files, DICOM series folders, folders of them, or cohort directories."""
+"""What to predict on: NIfTI files, DICOM series folders, NPZ/NPY arrays, folders of them, or cohort directories.
+
+Files are read by the importer's readers (:mod:`volkd.data.readers`), so a scan gets the same ID
+and the same voxels here as in ``volkd import``.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +16,22 @@ import numpy as np
 from volkd.data.atlas import mni_grid_affine
 from volkd.data.cohort import META_FILE, SCANS_FILE, VOLUMES_FILE, Cohort
 from volkd.data.importer import scan_id_of
-from volkd.data.readers import ARRAY_SUFFIXES, dicom_files, is_dicom_file, is_nifti, read_scan
-from volkd.errors import VolkdError
+from volkd.data.readers import ARRAY_SUFFIXES, ArraySet, dicom_files, is_dicom_file, is_nifti, read_arrays, read_scan
+from volkd.errors import CohortChangedError, VolkdError
 
 
 @dataclass
 class ScanInput:
-    """One scan to predict on: a file/folder, or row ``index`` of a cohort."""
+    """One scan to predict on: a file/folder, row ``index`` of a cohort, or volume ``index`` of an array file."""
 
-    source: str  # file/folder path, or "<cohort>[scan_id]"
+    source: str  # file/folder path, "<cohort>[scan_id]" or "<file.npz>[index]"
     scan_id: str
-    kind: str  # "nifti", "dicom" or "cohort"
+    kind: str  # "nifti", "dicom", "cohort" or "array"
     path: Path
     subject_id: str = ""
     cohort: Cohort | None = None
     index: int = -1
+    arrays: ArraySet | None = None
 
 
 @dataclass
@@ -60,9 +65,19 @@ def _scan_id(path: Path) -> str:
 
 
 def _cohort_inputs(path: Path) -> list[ScanInput]:
-    cohort = Cohort.load(path)
+    # verified: the training-overlap check trusts the cohort's subject IDs, so its content must be what was imported
+    cohort = Cohort.load(path, verify=True)
     return [ScanInput(f"{path}[{sid}]", sid, "cohort", path, str(subj), cohort, i)
             for i, (sid, subj) in enumerate(zip(cohort.scan_ids, cohort.subjects))]
+
+
+def _array_inputs(path: Path) -> list[ScanInput]:
+    """Every volume of an NPZ (MedMNIST layout or ``images``) / NPY file, with the IDs ``volkd import`` gives them.
+
+    As on import, an array volume is its own subject (subject ID = scan ID).
+    """
+    s = read_arrays(path, stack_2d=True)  # predicting, a single D×H×W array is one volume (import asks for --stack-2d)
+    return [ScanInput(f"{path}[{k}]", sid, "array", path, sid, arrays=s, index=k) for k, sid in enumerate(s.scan_ids)]
 
 
 def _walk(folder: Path, scans: list[ScanInput], skipped: list[Skipped]) -> None:
@@ -81,8 +96,10 @@ def _walk(folder: Path, scans: list[ScanInput], skipped: list[Skipped]) -> None:
             if is_nifti(p):
                 scans.append(ScanInput(str(p), _scan_id(p), "nifti", p))
             elif f.lower().endswith(ARRAY_SUFFIXES):
-                skipped.append(Skipped(str(p), "NPZ/NPY arrays carry no affine; import them with `volkd import` "
-                                               "and predict on the cohort directory"))
+                try:
+                    scans.extend(_array_inputs(p))
+                except VolkdError as e:
+                    skipped.append(Skipped(str(p), str(e).removeprefix(f"{p}: ")))
 
 
 def collect_inputs(inputs: list[str | Path]) -> tuple[list[ScanInput], list[Skipped]]:
@@ -98,6 +115,8 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[ScanInput], list[Skip
                 scans.extend(_cohort_inputs(p))
             elif p.is_file() and is_nifti(p):
                 scans.append(ScanInput(str(p), _scan_id(p), "nifti", p))
+            elif p.is_file() and p.name.lower().endswith(ARRAY_SUFFIXES):
+                scans.extend(_array_inputs(p))
             elif p.is_file() and is_dicom_file(p):
                 scans.append(ScanInput(str(p), _scan_id(p), "dicom", p))
             elif p.is_dir() and dicom_files(p):
@@ -106,9 +125,12 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[ScanInput], list[Skip
                 found_before = len(scans) + len(skipped)
                 _walk(p, scans, skipped)
                 if len(scans) + len(skipped) == found_before:
-                    skipped.append(Skipped(str(p), "no NIfTI file, DICOM series or cohort found in this folder"))
+                    skipped.append(Skipped(str(p), "no NIfTI file, DICOM series, NPZ/NPY array or cohort found in this folder"))
             else:
-                skipped.append(Skipped(str(p), "not a NIfTI file (.nii/.nii.gz), DICOM file/series folder or cohort directory"))
+                skipped.append(Skipped(str(p), "not a NIfTI file (.nii/.nii.gz), DICOM file/series folder, NPZ/NPY array "
+                                               "or cohort directory"))
+        except CohortChangedError:
+            raise
         except VolkdError as e:
             skipped.append(Skipped(str(p), str(e).removeprefix(f"{p}: ")))
     return scans, skipped
@@ -142,7 +164,14 @@ def cohort_affine(cohort: Cohort, index: int) -> np.ndarray:
 
 
 def load_input(item: ScanInput) -> LoadedScan:
-    """Read a scan (NIfTI, DICOM) or a cohort volume; reader errors propagate as VolkdError."""
+    """Read a scan (NIfTI, DICOM), an array volume or a cohort volume; reader errors propagate as VolkdError.
+
+    An array volume has no affine: it comes with the identity (orientation and voxel size unknown).
+    """
+    if item.kind == "array":
+        assert item.arrays is not None
+        vol = np.asarray(item.arrays.images[item.index], dtype=np.float32)
+        return LoadedScan(vol, np.eye(4), {"format": "array"})
     if item.kind == "cohort":
         assert item.cohort is not None
         vol = np.asarray(item.cohort.volumes[item.index], dtype=np.float32)

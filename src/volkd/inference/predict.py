@@ -1,6 +1,6 @@
 """``predict_scans``: class probabilities for new scans with a trained checkpoint (student or teacher).
 
-Each scan is read (NIfTI, DICOM, or a cohort's volume), checked for compatibility with the
+Each scan is read (NIfTI, DICOM, an NPZ/NPY volume, or a cohort's volume), checked for compatibility with the
 training grid (:mod:`volkd.inference.grid`), placed on that grid as the training cohort's import
 did, then normalised, projected (students) and classified by
 :func:`volkd.train.predict_proba` — the very code path used on the test partition at training.
@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from volkd.atomic import check_can_write, write_text
+from volkd.atomic import check_can_write, check_output, probe_writable, write_text
+from volkd.data.scan_checks import value_problem
 from volkd.data.importer import ppmi_modality
 from volkd.errors import VolkdError
 from volkd.inference.grid import IncompatibleScanError, TrainingGrid, check_compatible, place_on_grid, training_grid
@@ -51,14 +52,30 @@ def _modality_problem(grid: TrainingGrid, info: dict[str, Any]) -> str | None:
     return None
 
 
+def _array_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> LoadedScan:
+    """An array volume as ``volkd import`` placed it: its field of view stretched onto the grid (only for
+    models trained on arrays); its voxels get the size that makes its field of view the training grid's."""
+    if grid.placement != "fov" or grid.space.lower() not in UNKNOWN:
+        raise IncompatibleScanError(
+            f"{item.source}: NPZ/NPY volumes carry no affine (orientation and voxel size unknown), but this model was "
+            f"trained on {grid.space} scans placed by their {'MNI coordinates' if grid.placement == 'mni' else 'field of view in mm'}; "
+            "predict on the NIfTI/DICOM files instead")
+    return LoadedScan(scan.data, np.diag([*(grid.fov_mm / np.asarray(scan.data.shape, dtype=float)), 1.0]), scan.info)
+
+
 def prepare_scan(item: ScanInput, scan: LoadedScan, grid: TrainingGrid) -> tuple[np.ndarray, np.ndarray]:
     """The scan on the training grid and that grid's affine; raises :class:`IncompatibleScanError` naming the input."""
     problem = _modality_problem(grid, scan.info)
     if problem:
         raise IncompatibleScanError(f"{item.source}: {problem}")
+    if item.kind == "array":
+        scan = _array_scan(item, scan, grid)
     native = (item.kind == "cohort" and tuple(scan.data.shape) == tuple(grid.shape)
               and (grid.placement == "fov" or np.allclose(scan.affine, grid.affine, atol=1e-4)))
     check_compatible(scan.data, scan.affine, grid, item.source, native_grid=native)
+    problem = value_problem(scan.data)  # no image in it: all NaN/Inf, or constant (blank)
+    if problem:
+        raise IncompatibleScanError(f"{item.source}: {problem}")
     if native:
         return np.ascontiguousarray(scan.data, dtype=np.float32), np.asarray(scan.affine, dtype=np.float64)
     # a cohort's volumes were already placed by its import: never crop them twice
@@ -176,9 +193,12 @@ def write_predictions(df: pd.DataFrame, skipped: list[Skipped], out: str | Path,
 
 def predict_to_csv(ckpt_path: str | Path, inputs: Sequence[str | Path], out: str | Path, force: bool = False,
                    **kw: Any) -> tuple[pd.DataFrame, list[Skipped]]:
-    """:func:`predict_scans` then :func:`write_predictions`; checks ``out`` may be written before any work."""
-    check_can_write(Path(out), force)
-    check_can_write(skipped_path(out), force)
+    """:func:`predict_scans` then :func:`write_predictions`; checks ``out`` may be written before any work
+    (exists without ``force``, is an input, is a folder, or its location is unwritable)."""
+    sources = [*inputs, ckpt_path] if isinstance(ckpt_path, (str, Path)) else [*inputs]
+    check_output(Path(out), force, sources=sources)
+    check_output(skipped_path(out), force, sources=sources)
+    probe_writable(out)
     df, skipped = predict_scans(ckpt_path, inputs, **kw)
     write_predictions(df, skipped, out, force)
     return df, skipped

@@ -45,6 +45,10 @@ def _cohort_info(cohort: Cohort) -> dict[str, Any]:
     }
 
 
+def _sources(cohort: Cohort) -> list[Path]:
+    return [cohort.path] if cohort.path is not None else []
+
+
 def write_projection(
     cohort: Cohort,
     spec: ProjectionSpec,
@@ -58,7 +62,7 @@ def write_projection(
     spec = resolve_reference(spec, cohort)
     out_dir = Path(out_dir)
     shape = (len(cohort),) + spec.output_shape(cohort.meta.grid_shape)
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, kind="projection", sources=_sources(cohort)) as tmp:
         images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.float32, shape=shape)
         project(cohort.volumes, spec, out=images, progress=progress)
         images.flush()
@@ -98,7 +102,7 @@ def write_method_gallery(
     shared = {k: getattr(ref, k) for k in ("ref_index", "grid_shape", "ref_source", "crop_box")}
     specs = [s.replace(**shared, **({"axis_range": ranges} if not METHODS[s.method].needs_reference else {})) for s in specs]
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, kind="projection", sources=_sources(cohort)) as tmp:
         (tmp / GALLERY_FILE).write_bytes(render_gallery(cohort, specs, per_class))
         write_json(tmp / "specs.json", [s.model_dump(mode="json") for s in specs])
         write_json(tmp / INFO_FILE, {**_cohort_info(cohort), "provenance": provenance()})

@@ -9,13 +9,23 @@ Methods are looked up by name in :data:`METHODS`.
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 
+from volkd.errors import ConfigError
+
 #: Number of grey levels of the entropy method's quantisation (8 bits).
 N_LEVELS = 256
+#: Environment variable choosing the entropy kernels: ``auto`` (default), ``numpy`` or ``numba``.
+ENTROPY_BACKEND_ENV = "VOLKD_ENTROPY_BACKEND"
+ENTROPY_BACKENDS = ("auto", "numpy", "numba")
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,8 @@ def weighted_sum(block: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarra
     block = np.ascontiguousarray(block, dtype=np.float32)
     n, shape = block.shape[0], block.shape[1:]
     t = shape[axis]
-    a = int(np.prod(shape[:axis], dtype=np.int64))
-    b = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    a = math.prod(shape[:axis])
+    b = math.prod(shape[axis + 1:])
     w = np.broadcast_to(np.asarray(weights, dtype=np.float32), (n, t))
     rest = tuple(s for i, s in enumerate(shape) if i != axis)
     if b == 1:  # reading along the last axis: (n, A, T) @ (n, T, 1)
@@ -145,18 +155,74 @@ def quantize_uint8(block: np.ndarray) -> np.ndarray:
     return q.astype(np.uint8)
 
 
-def _xlogx_table(n: int) -> np.ndarray:
+@lru_cache(maxsize=16)
+def xlogx_table(n: int) -> np.ndarray:
+    """``c·log2 c`` for c = 0…n (float64; 0 for c = 0); shared by both entropy backends — do not modify."""
     c = np.arange(n + 1, dtype=np.float64)
     return c * np.log2(np.maximum(c, 1.0))
 
 
-def slice_entropies(block: np.ndarray, axis: int) -> np.ndarray:
+@lru_cache(maxsize=1)
+def _numba_kernels() -> ModuleType | None:
+    try:
+        # optional dependency (the `volkd[fast]` extra), imported on first use: numba is slow to import
+        from volkd.projection import entropy_numba
+    except ImportError:
+        return None
+    except Exception as e:  # noqa: BLE001 - an installed but unusable numba (e.g. no writable cache dir)
+        warnings.warn(f"numba is installed but its entropy kernels failed to load ({type(e).__name__}: {e}); "
+                      "using the numpy kernels (same results, slower)", RuntimeWarning, stacklevel=2)
+        return None
+    return entropy_numba
+
+
+def entropy_backend(backend: str | None = None) -> str:
+    """The entropy kernels that run: ``numba`` when installed (``pip install 'volkd[fast]'``), else
+    ``numpy``. ``backend`` (or ``$VOLKD_ENTROPY_BACKEND``) = ``auto`` | ``numpy`` | ``numba`` overrides;
+    both give bit-identical results."""
+    choice = backend or os.environ.get(ENTROPY_BACKEND_ENV) or "auto"
+    if choice not in ENTROPY_BACKENDS:
+        raise ConfigError(f"entropy backend {choice!r} (argument or ${ENTROPY_BACKEND_ENV}) unknown; choose one of {', '.join(ENTROPY_BACKENDS)}")
+    if choice == "numpy":
+        return "numpy"
+    if _numba_kernels() is None:
+        if choice == "numba":
+            raise ConfigError(f"entropy backend 'numba' asked for (argument or ${ENTROPY_BACKEND_ENV}) but numba is not "
+                              "installed; pip install 'volkd[fast]' or use 'auto'")
+        return "numpy"
+    return "numba"
+
+
+def _numba_volume_entropy(shape: tuple[int, ...], axis: int) -> object:
+    """The numba per-volume kernel for volumes of ``shape`` along ``axis`` (numba installed)."""
+    pixels = math.prod(shape) // shape[axis]
+    return _numba_kernels().VolumeEntropy(shape, axis, xlogx_table(pixels))  # type: ignore[union-attr]
+
+
+def slice_entropies(block: np.ndarray, axis: int, *, backend: str | None = None) -> np.ndarray:
     """Shannon entropy (bits) of each slice's 8-bit grey-level histogram: (n, T) float64.
 
-    Same quantisation as :func:`quantize_uint8`. Per volume, one ``np.bincount`` counts
-    every slice's histogram at once: a voxel of slice t and level k goes to bin t·257 + k
-    (level 256, reached only by the volume maximum, is then merged into 255). Buffers are
-    reused across volumes; H_t = log2 P − Σ_k c_k log2 c_k / P from a c·log2 c table.
+    Same quantisation as :func:`quantize_uint8`. Compiled kernels when numba is installed
+    (:mod:`volkd.projection.entropy_numba`), else numpy; see :func:`entropy_backend`.
+    """
+    if entropy_backend(backend) == "numpy":
+        return _slice_entropies_numpy(block, axis)
+    kernel = _numba_volume_entropy(tuple(block.shape[1:]), axis)
+    out = np.empty((block.shape[0], block.shape[axis + 1]), dtype=np.float64)
+    for i in range(block.shape[0]):
+        v = np.ascontiguousarray(block[i], dtype=np.float32)
+        if not kernel(v, out[i]):
+            out[i] = _slice_entropies_numpy(v[None], axis)[0]
+    return out
+
+
+def _slice_entropies_numpy(block: np.ndarray, axis: int) -> np.ndarray:
+    """The numpy kernels of :func:`slice_entropies`.
+
+    Per volume, one ``np.bincount`` counts every slice's histogram at once: a voxel of slice t
+    and level k goes to bin t·257 + k (level 256, reached only by the volume maximum, is then
+    merged into 255). Buffers are reused across volumes; H_t = log2 P − Σ_k c_k log2 c_k / P
+    from a c·log2 c table.
     """
     n, shape = block.shape[0], tuple(block.shape[1:])
     t = shape[axis]
@@ -168,7 +234,7 @@ def slice_entropies(block: np.ndarray, axis: int) -> np.ndarray:
     offsets = (np.arange(t, dtype=np.int64) * stride).astype(key_dtype).reshape(off_shape)
     x = np.empty(shape, dtype=np.float32)
     keys = np.empty(shape, dtype=key_dtype)
-    xlogx = _xlogx_table(pixels)
+    xlogx = xlogx_table(pixels)
     out = np.empty((n, t), dtype=np.float64)
     for i in range(n):
         v = np.asarray(block[i], dtype=np.float32)
@@ -185,17 +251,33 @@ def slice_entropies(block: np.ndarray, axis: int) -> np.ndarray:
     return np.maximum(out, 0.0)
 
 
+def _entropy_weights(h: np.ndarray) -> np.ndarray:
+    """H_t / Σ_t H_t per row of ``h`` (n, T); 1/T where every H_t is 0."""
+    total = h.sum(axis=1, keepdims=True)
+    if total.shape[0] == 1:  # one volume (the numba path): the same values with less numpy overhead
+        return h / total if total[0, 0] > 0 else np.full_like(h, 1.0 / h.shape[1])
+    return np.where(total > 0, h / np.where(total > 0, total, 1.0), 1.0 / h.shape[1])
+
+
 @register("entropy", needs_reference=False, doc="mean of slices weighted by each slice's Shannon entropy")
-def entropy_image(block: np.ndarray, axis: int, **_: object) -> np.ndarray:
+def entropy_image(block: np.ndarray, axis: int, *, backend: str | None = None, **_: object) -> np.ndarray:
     """Σ_t H_t·slice_t / Σ_t H_t with H_t the entropy of slice t's 8-bit histogram: n×1×U×V.
 
-    When every slice has zero entropy (a constant volume) the plain mean is returned.
+    When every slice has zero entropy (a constant volume) the plain mean is returned. With
+    numba, each volume is weighted right after its histograms, while it is still in cache.
     """
     b = _f32(block)
-    h = slice_entropies(b, axis)
-    total = h.sum(axis=1, keepdims=True)
-    w = np.where(total > 0, h / np.where(total > 0, total, 1.0), 1.0 / h.shape[1])
-    return _chan(weighted_sum(b, w, axis))
+    if entropy_backend(backend) == "numpy":
+        return _chan(weighted_sum(b, _entropy_weights(_slice_entropies_numpy(b, axis)), axis))
+    kernel = _numba_volume_entropy(tuple(b.shape[1:]), axis)
+    out = np.empty((b.shape[0],) + tuple(s for i, s in enumerate(b.shape[1:]) if i != axis), dtype=np.float32)
+    h = np.empty((1, b.shape[axis + 1]), dtype=np.float64)
+    for i in range(b.shape[0]):
+        v = np.ascontiguousarray(b[i])
+        if not kernel(v, h[0]):
+            h[:] = _slice_entropies_numpy(v[None], axis)
+        out[i] = weighted_sum(v[None], _entropy_weights(h), axis)[0]
+    return _chan(out)
 
 
 def rank_pool_weights(t: int) -> np.ndarray:

@@ -38,7 +38,7 @@ def _label(metric: str) -> str:
 
 def metric_by_method(summary: pd.DataFrame, projections: list[str], kd_names: list[str], metric: str, path: Path) -> Path:
     """Mean ± 95% CI of ``metric`` per projection, one marker per KD method side by side,
-    with the 3D teacher (line + CI band) and the SBR baseline (dotted line)."""
+    with the 3D teacher (line + CI band) and the baselines (SBR dotted, majority class dash-dot)."""
     pct = metric not in ("brier", "ece")
     scale = 100.0 if pct else 1.0
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(projections) + 2), 3.8))
@@ -60,7 +60,7 @@ def metric_by_method(summary: pd.DataFrame, projections: list[str], kd_names: li
         pos = x - 0.35 + width * (j + 0.5)
         ax.bar(pos, means, width * 0.9, yerr=err, capsize=3, color=_KD_COLORS[j % len(_KD_COLORS)],
                label="no KD" if kd == "none" else f"KD: {kd}", alpha=0.9)
-    for method, style, name in (("teacher", "-", "3D teacher"), ("sbr", ":", "SBR + LR")):
+    for method, style, name in (("teacher", "-", "3D teacher"), ("sbr", ":", "SBR + LR"), ("majority", "-.", "majority class")):
         if method in idx.index and np.isfinite(idx.loc[method, f"{metric}_mean"]):
             r = idx.loc[method]
             ax.axhline(r[f"{metric}_mean"] * scale, color="k", ls=style, lw=1.4, label=name)

@@ -44,9 +44,12 @@ class Doc:
     def table(self, df: pd.DataFrame) -> None:
         self.blocks.append(("table", df))
 
-    def figure(self, path: Path, caption: str) -> None:
+    def figure(self, path: Path, caption: str, alt: str) -> None:
+        """Add a figure (if ``path`` exists) with its caption and alt text (a short description of the image)."""
+        if not alt.strip():
+            raise ValueError(f"figure {path}: alt text must not be empty")
         if Path(path).is_file():
-            self.blocks.append(("figure", (Path(path), caption)))
+            self.blocks.append(("figure", (Path(path), caption, alt)))
 
     def markdown(self, root: Path) -> str:
         out = [f"# {self.title}", ""]
@@ -58,8 +61,8 @@ class Doc:
             elif kind == "table":
                 out += [md_table(val), ""]
             else:
-                path, cap = val
-                out += [f"![{cap}]({path.relative_to(root).as_posix()})", "", f"*{cap}*", ""]
+                path, cap, alt = val
+                out += [f"![{alt}]({path.relative_to(root).as_posix()})", "", f"*{cap}*", ""]
         return "\n".join(out)
 
     def html(self) -> str:
@@ -72,9 +75,9 @@ class Doc:
             elif kind == "table":
                 body.append(val.to_html(index=False, escape=True, border=0, classes="t", na_rep="—"))
             else:
-                path, cap = val
+                path, cap, alt = val
                 b64 = base64.b64encode(path.read_bytes()).decode()
-                body.append(f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{b64}"/>'
+                body.append(f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
                             f"<figcaption>{html.escape(cap)}</figcaption></figure>")
         return _HTML.format(title=html.escape(self.title), body="\n".join(body))
 
@@ -114,6 +117,20 @@ def md_table(df: pd.DataFrame) -> str:
 
 
 # ----------------------------------------------------------------- tables
+def class_counts_table(cohort: dict[str, Any]) -> pd.DataFrame:
+    """Scans (and subjects, when known) per class of a cohort summary (``Cohort.summary()``) as a small table."""
+    scans = cohort.get("scans_per_class") or {}
+    subjects = cohort.get("subjects_per_class") or {}
+    total = sum(int(v) for v in scans.values())
+    rows = []
+    for name, n in scans.items():
+        row = {"class": name, "scans": int(n), "% of scans": f"{100 * int(n) / total:.1f}" if total else "—"}
+        if subjects:
+            row["subjects"] = int(subjects.get(name, 0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def summary_display(summary: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
     """Summary as strings: mean ± sd [95% CI] per metric."""
     rows = []
@@ -248,11 +265,13 @@ def _compose(cfg: StudyConfig, env: dict[str, Any], results: pd.DataFrame, summa
     coh = env.get("cohort") or {}
     doc.p(f"Study `{cfg.name}` (config hash `{cfg.config_hash()[:12]}`): {cfg.split.repeats} × {cfg.split.protocol} "
           f"split(s) at subject level; 3D teacher `{cfg.teacher.arch}`, 2D student `{cfg.student.arch}`; projections "
-          f"{', '.join(cfg.projections)}; KD methods {', '.join(cfg.kd_names)}. {n_ok} trial(s) finished, {n_fail} failed.")
+          f"{', '.join(cfg.projections)}; KD methods {', '.join(cfg.kd_names)}; baselines {', '.join(cfg.baselines) or 'none'}. "
+          f"{n_ok} trial(s) finished, {n_fail} failed.")
     if coh:
-        doc.p(f"Main cohort: {coh.get('n_scans', '?')} scans of {coh.get('n_subjects', '?')} subjects "
-              f"({coh.get('scans_per_class', {})}), grid {coh.get('grid_shape', '?')}, modality {coh.get('modality', '?')}, "
-              f"source {coh.get('source', '?')}.")
+        doc.p(f"Main cohort: {coh.get('n_scans', '?')} scans of {coh.get('n_subjects', '?')} subjects, "
+              f"grid {coh.get('grid_shape', '?')}, modality {coh.get('modality', '?')}, source {coh.get('source', '?')}.")
+        if coh.get("scans_per_class"):
+            doc.table(class_counts_table(coh))
     if env.get("wall_seconds"):
         doc.p(f"Wall time of the last run: {env['wall_seconds']:.0f} s; peak memory {env.get('peak_rss_mb', float('nan')):.0f} MB.")
 
@@ -262,19 +281,26 @@ def _compose(cfg: StudyConfig, env: dict[str, Any], results: pd.DataFrame, summa
 
     doc.h("Projections")
     for g in sorted(fig_dir.glob("gallery-*.png")):
-        doc.figure(g, f"What the 2D student sees ({g.stem.removeprefix('gallery-').replace('-', ', ')} view(s)): each projection "
-                      "(rows: projection × channel) of example test scans per class (columns: scan × view).")
+        views = g.stem.removeprefix("gallery-").replace("-", ", ")
+        doc.figure(g, f"What the 2D student sees ({views} view(s)): each projection (rows: projection × channel) of example "
+                      "test scans per class (columns: scan × view, titled by class and example number; the full scan IDs "
+                      "are listed under the panels).",
+                   alt=f"Grid of 2D projection images ({views} views) of example test scans, one column per scan and view")
     doc.h("Per-method summary (mean ± sd over repeats)")
     doc.table(summary_display(summary))
-    doc.figure(f.get("metric", fig_dir / "_"), f"{metric} per projection: each KD method side by side (95% CI), 3D teacher (solid line, CI band) and SBR baseline (dotted).")
+    doc.figure(f.get("metric", fig_dir / "_"), f"{metric} per projection: each KD method side by side (95% CI), 3D teacher (solid line, CI band) and the baselines (SBR dotted, majority class dash-dot).",
+               alt=f"Bar chart of {metric.replace('_', ' ')} per projection and KD method, with the teacher and the baselines as horizontal lines")
     doc.h("Paired comparisons (Wilcoxon signed-rank over repeats)")
     doc.p(f"`a − b` is the mean paired difference in {metric} (percentage points for scores). "
           f"Differences with p ≥ {cfg.report.alpha:g} are reported as within noise; with n pairs, "
           "the smallest attainable two-sided p is 2/2ⁿ (n=3: 0.25, n=5: 0.0625, n=6: 0.031).")
     doc.table(comparisons_display(comp))
-    doc.figure(f.get("roc", fig_dir / "_"), "ROC curves on test predictions pooled over repeats.")
-    doc.figure(f.get("confusion", fig_dir / "_"), "Confusion matrices (pooled over repeats, argmax decision).")
-    doc.figure(f.get("reliability", fig_dir / "_"), "Reliability diagrams (calibration) on pooled test predictions.")
+    doc.figure(f.get("roc", fig_dir / "_"), "ROC curves on test predictions pooled over repeats.",
+               alt="ROC curves (sensitivity against 1 − specificity), one panel per projection, AUC in the legend")
+    doc.figure(f.get("confusion", fig_dir / "_"), "Confusion matrices (pooled over repeats, argmax decision).",
+               alt="Confusion matrices of true against predicted class, one per method, with counts in the cells")
+    doc.figure(f.get("reliability", fig_dir / "_"), "Reliability diagrams (calibration) on pooled test predictions.",
+               alt="Reliability diagrams: observed fraction positive against mean predicted probability, one panel per projection")
 
     doc.h("External evaluation (no retraining)")
     if ext.empty:
@@ -294,9 +320,11 @@ def _compose(cfg: StudyConfig, env: dict[str, Any], results: pd.DataFrame, summa
         doc.p("Not measured (no finished teacher/student checkpoint).")
     doc.h("Batch relation graphs")
     doc.figure(f.get("graphs", fig_dir / "_"), "Teacher's and students' batch relation graphs G on the same test batch; "
-               "KD trains the student's G towards the teacher's.")
+               "KD trains the student's G towards the teacher's.",
+               alt="Heatmaps of the batch relation graphs of the teacher and the students, test scans sorted by class")
     doc.h("Training curves (repeat 0)")
-    doc.figure(f.get("curves", fig_dir / "_"), "Training and validation loss per epoch.")
+    doc.figure(f.get("curves", fig_dir / "_"), "Training and validation loss per epoch.",
+               alt="Line plots of training and validation loss per epoch, one panel per model of repeat 0")
 
     doc.h("Failures")
     fails = results[results["status"] != "ok"]
@@ -339,4 +367,4 @@ def _headline_words(head: pd.DataFrame, comp: pd.DataFrame, cfg: StudyConfig) ->
     return " ".join(parts)
 
 
-__all__ = ["Doc", "build_report", "md_table", "summary_display", "comparisons_display", "external_summary", "METRICS"]
+__all__ = ["Doc", "build_report", "md_table", "class_counts_table", "summary_display", "comparisons_display", "external_summary", "METRICS"]

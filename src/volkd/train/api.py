@@ -27,6 +27,7 @@ from volkd.provenance import package_versions, provenance
 from volkd.train.checkpoint import Checkpoint, file_hash, load_checkpoint
 from volkd.train.config import TrainConfig
 from volkd.train.data import ArrayData, class_weights, normalized_volumes
+from volkd.train.device import resolve_device
 from volkd.train.distributed import barrier, context
 from volkd.train.loop import BEST, HISTORY_CSV, HISTORY_JSONL, LAST, Loop, TeacherOutputs, classification_summary
 from volkd.train.teacher_cache import cache_key, teacher_outputs
@@ -100,7 +101,11 @@ def _model_spec(spec: Any, **expect: Any) -> Any:
 
 
 def _normalizer(cohort: Cohort, split: Split, name: str) -> Normalizer:
-    kw: dict[str, Any] = {"affine": cohort.meta.affine} if name == "reference" and cohort.meta.affine else {}
+    kw: dict[str, Any] = {}
+    if name == "reference":  # the cohort's space lets the normaliser refuse non-MNI data with a clear message
+        kw["space"] = cohort.meta.space
+        if cohort.meta.affine:
+            kw["affine"] = cohort.meta.affine
     return get_normalizer(name, **kw).fit(cohort.volumes, split.train)
 
 
@@ -144,7 +149,7 @@ def _run(kind: str, cohort: Cohort, split: Split, model: torch.nn.Module, parts:
     # computed for every option: it also refuses a class with no training scan
     weights = class_weights(parts["train"].y.numpy(), len(cohort.class_names), where=f"{out / SPLIT} train partition")
     cw = weights if config.class_weighting == "inverse_frequency" else None
-    loop = Loop(model.to(config.device), parts["train"], parts["val"], config, out, meta, spatial_dims,
+    loop = Loop(model, parts["train"], parts["val"], config, out, meta, spatial_dims,
                 class_weight=cw, kd=kd, teacher=teacher, on_epoch_end=on_epoch_end, ctx=ctx)
     fit = loop.run(resume=resume)
     best = load_checkpoint(fit.best_path)
@@ -259,7 +264,7 @@ def train_student(cohort: Cohort, split: Split, projection: Any, model_spec: Any
         if config.teacher_cache_dir:
             paths.append(Path(config.teacher_cache_dir) / f"{cache_key(teacher_hash, fp)}.pt")
         outputs, computed = teacher_outputs(teacher, teacher_hash, cohort, fp, paths, batch_size=config.eval_batch_size,
-                                            device=config.device, write=context().is_main)
+                                            device=str(resolve_device(config.device)), write=context().is_main)
     torch.manual_seed(config.seed)
     model = build_model(mspec)
     meta = _meta("student", cohort, split, mspec, norm, config, projection_spec=spec.model_dump(mode="json"),

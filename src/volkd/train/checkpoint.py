@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,8 +137,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: no such checkpoint file (expected a best.pt/last.pt written by `volkd train-*`)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # never repeat torch's advice to retry with weights_only=False: that runs code from the file
+        detail = _unpickler_detail(str(e))
+        if "global" in detail.lower():
+            raise CheckpointError(f"{path}: not a volkd checkpoint: it holds Python objects, not only tensors and plain data "
+                                  f"({detail}); volkd never loads those (that could run code from the file): use a "
+                                  "best.pt/last.pt written by `volkd train-*`") from None
+        raise CheckpointError(f"{path}: not a readable volkd checkpoint (corrupt, or not a torch file: {detail}); "
+                              "use a best.pt/last.pt written by `volkd train-*`") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise CheckpointError(f"{path}: not a readable volkd checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a readable volkd checkpoint ({type(e).__name__}: "
+                              f"{_unpickler_detail(str(e))})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a volkd checkpoint (no '{FORMAT}' tag); use a best.pt/last.pt written by `volkd train-*`")
     if int(raw.get("format_version", -1)) > FORMAT_VERSION:
@@ -151,6 +163,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     extra = {k: v for k, v in d.items() if k not in known}
     ck = Checkpoint(**{k: v for k, v in d.items() if k in known}, path=path, extra=extra)
     return ck
+
+
+def _unpickler_detail(message: str) -> str:
+    """The specific reason in a torch.load error (e.g. 'Unsupported global: GLOBAL x.Y'), without torch's advice."""
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+was not an allowed global|\s+Please |\n|$)", message, re.S)
+    text = m.group(1).strip() if m else (message.strip().splitlines() or [""])[0].split(". ")[0].strip()
+    if "weights_only" in text:
+        text = "the file is not a plain tensor archive"
+    return text[:200] or "the file is empty or cut short"
 
 
 def file_hash(path: str | Path) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from volkd.errors import ConfigError, describe_validation_error
 
+#: Accepted ``device`` values.
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: Validation metrics the loop can monitor; ``val_loss`` is minimised, the others maximised.
 MONITORS = ("val_loss", "val_balanced_accuracy", "val_auc", "val_accuracy")
 
@@ -52,11 +55,22 @@ class TrainConfig(BaseModel):
     w_kd: float = Field(5.0, ge=0, description="weight of the KD loss's main terms (graph: L_fg + L_lg)")
     normalizer: str = "zscore"
     eval_batch_size: int = Field(64, ge=1)
-    device: str = "cpu"
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    channels_last: bool = Field(
+        True, description="weights in channels-last memory format (NHWC / NDHWC): 5–22 % less CPU per step; float rounding differs from NCHW")
+    precision: Literal["fp32", "amp"] = Field(
+        "fp32", description="amp: mixed precision on CUDA (bf16, or fp16 with loss scaling); a no-op (fp32) on the CPU")
     save_test_predictions: bool = True
     teacher_cache_dir: str | None = Field(None, description="share teacher caches across runs (keyed by teacher hash + cohort)")
     progress: bool = True
     tensorboard: bool = Field(False, description="also log scalars to <out>/tensorboard (skipped if tensorboard is not installed)")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(f"device {v!r} unknown; use auto (CUDA when present), cpu, cuda or cuda:N")
+        return v
 
     @property
     def monitor_mode(self) -> str:

@@ -118,26 +118,43 @@ def _rotation(rot: torch.Tensor, spatial_dims: int) -> torch.Tensor:
 def apply_augment(x: torch.Tensor, params: dict[str, torch.Tensor], spatial_dims: int) -> torch.Tensor:
     """Small random affine (rotation, zoom, shift), optional L-R flip, intensity scale/shift, noise.
 
-    ``x`` is ``(B, C, *spatial)`` or, for multi-view students, ``(B, V, C, H, W)`` (each view
-    gets the same sample's parameters). Batched with ``affine_grid``/``grid_sample``.
+    ``x`` is ``(B, C, *spatial)`` or, for multi-view students, ``(B, V, C, H, W)``: every view
+    of a sample gets that sample's parameters and its noise (the views are warped together, as
+    channels, with one sampling grid). Batched with ``affine_grid``/``grid_sample``, on ``x``'s
+    device; the parameters and the noise are drawn on the CPU (same numbers on every device).
     """
     multiview = x.dim() == spatial_dims + 3
-    if multiview:
-        b, v = x.shape[:2]
-        flat = x.reshape(b * v, *x.shape[2:])
-        rep = {k: (t.repeat_interleave(v, 0) if t.dim() else t) for k, t in params.items()}
-        return apply_augment(flat, rep, spatial_dims).reshape(x.shape)
     b = x.shape[0]
+    shape = x.shape
+    if multiview:  # (B, V, C, H, W) → (B, V·C, H, W): one grid per sample serves all its views
+        x = x.reshape(b, shape[1] * shape[2], *shape[3:])
     theta = _rotation(params["rot"], spatial_dims) / params["zoom"].view(b, 1, 1)
     if params["flip"].any():
         # the first spatial axis (volume axis 0 = x, left→right) is the LAST coordinate of affine_grid's order
         sign = torch.ones(b, spatial_dims)
         sign[params["flip"], -1] = -1.0
         theta = theta * sign.view(b, 1, spatial_dims)
-    aff = torch.cat([theta, params["shift"].view(b, spatial_dims, 1)], 2).to(x.dtype)
+    aff = torch.cat([theta, params["shift"].view(b, spatial_dims, 1)], 2).to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(aff, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    shape = (b,) + (1,) * (x.dim() - 1)
-    out = out * params["iscale"].view(shape).to(x.dtype) + params["ishift"].view(shape).to(x.dtype)
-    noise = torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in params["noise_seed"]])
-    return out + noise.to(x.dtype) * params["noise_std"].to(x.dtype)
+    bshape = (b,) + (1,) * (x.dim() - 1)
+    out = out * params["iscale"].view(bshape).to(out) + params["ishift"].view(bshape).to(out)
+    out = out.reshape(shape)
+    std = float(params["noise_std"])
+    if std == 0:
+        return out
+    noise = sample_noise(params["noise_seed"], shape[2:] if multiview else shape[1:])
+    if multiview:
+        noise = noise.unsqueeze(1)  # the same noise on every view
+    return out + noise.to(device=out.device, dtype=out.dtype, non_blocking=True) * std
+
+
+def sample_noise(seeds: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Standard normal noise of ``shape`` per sample, sample ``i`` from its own seed (so a
+    sample's noise does not depend on its batch or shard); one generator, reseeded."""
+    g = torch.Generator()
+    noise = torch.empty((len(seeds), *shape))
+    for i, s in enumerate(seeds.tolist()):
+        g.manual_seed(s)
+        torch.randn(tuple(shape), generator=g, out=noise[i])
+    return noise

@@ -15,7 +15,6 @@ import os
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -44,16 +43,20 @@ def context() -> DistContext:
 
 
 def init_from_env(device: str = "cpu") -> DistContext:
-    """Initialise the process group from torchrun's environment (no-op without ``WORLD_SIZE > 1``)."""
+    """Initialise the process group from torchrun's environment (no-op without ``WORLD_SIZE > 1``):
+    nccl for a CUDA ``device`` (``auto`` on a machine with CUDA), else gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return context()
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
     return context()
 
 
 def shard_sizes(n: int, world: int) -> list[int]:
-    """Sizes of the contiguous shards of a global batch of ``n`` (differ by at most one)."""
-    return [len(a) for a in np.array_split(np.arange(n), world)]
+    """Sizes of the contiguous shards of a global batch of ``n`` (differ by at most one; the
+    first ``n % world`` shards hold the extra scan, as ``np.array_split``)."""
+    q, r = divmod(n, world)
+    return [q + 1 if i < r else q for i in range(world)]
 
 
 def shard(global_batch: torch.Tensor, ctx: DistContext) -> torch.Tensor:
