@@ -29,12 +29,12 @@ def test_long_ids_and_class_names_never_overlap(views_preset):
     fig.draw(r)
     fig_box = fig.bbox
     top = [ax for ax in fig.axes if ax.get_title()]
-    assert len(top) == 4 * len(preset(views_preset).views)
+    assert len(top) == 4 * len(preset(views_preset).slots)
     titles = [ax.title.get_window_extent(r) for ax in top]
     for a, b in itertools.combinations(titles, 2):
         assert not _overlap(a, b)
     assert all(t.x0 >= 0 and t.x1 <= fig_box.x1 for t in titles)
-    assert [ax.get_title().split("\n")[0] for ax in top][:: len(preset(views_preset).views)] == [
+    assert [ax.get_title().split("\n")[0] for ax in top][:: len(preset(views_preset).slots)] == [
         "healthy contr… 1", "healthy contr… 2", "PD 1", "PD 2"]
     footer = fig.texts[-1]
     fb = footer.get_window_extent(r)

@@ -133,7 +133,7 @@ def test_explain_arrays(setup, tmp_path):
             assert m.std() > 1e-3 and m.min() >= 0 and m.max() <= 1 + 1e-6
         else:
             with np.load(out / "two_00000_gradcam.npz") as z:
-                assert set(z.files) == set(load_checkpoint(setup[kind]).build_projection().views)
+                assert set(z.files) == set(load_checkpoint(setup[kind]).build_projection().slots)
 
 
 def test_collect_inputs_mixes_every_kind(setup, tmp_path):

@@ -40,7 +40,7 @@ def test_volkd_run_tiny_study(tmp_path) -> None:
         assert (out / name).is_file(), name
     figs = {p.name for p in (out / "figures").glob("*.png")}
     assert {"metric_by_method.png", "roc.png", "confusion.png", "reliability.png", "relation_graphs.png",
-            "training_curves.png", "gallery-axial.png", "gallery-axial-coronal-sagittal.png"} <= figs
+            "training_curves.png", "gallery-axial.png", "gallery-axial-coronal-sagittal_L-sagittal_R.png"} <= figs  # FuseMe: per hemisphere
 
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 1 * (3 + 2 * 2) and (results["status"] == "ok").all(), results[["trial_id", "error"]]

@@ -181,7 +181,7 @@ def test_cli_synth_report_prints_measured_vs_target(tmp_path, monkeypatch, capsy
     assert code == 0, text
     flat = " ".join(text.split())
     assert "measured on the images" in flat and "putamen" in flat and "asymmetry" in flat
-    assert "1.81 ± 0.30" in flat and "3.15 ± 0.54" in flat  # the METHOD.md targets
+    assert "1.810 ± 0.300" in flat and "3.150 ± 0.540" in flat  # the METHOD.md targets
     assert "METHOD.md" in flat and not list(tmp_path.iterdir())  # nothing written without --out
     code, text = _run_cli(monkeypatch, capsys, "synth", "--grid", "16")
     assert code == 2 and "--out is required" in text

@@ -86,7 +86,7 @@ def print_calibration(cohort: "Cohort") -> None:
     for col in ("quantity", "class", "n", "target", "measured", "Δ mean", "Δ sd", f"±{TOLERANCE:.0%}"):
         t.add_column(col, justify="left" if col in ("quantity", "class") else "right", no_wrap=col != "quantity")
     for r in tab.itertuples(index=False):
-        t.add_row(r.quantity, r[1], str(r.n), f"{r.target_mean:.2f} ± {r.target_sd:.2f}", f"{r.measured_mean:.2f} ± {r.measured_sd:.2f}",
+        t.add_row(r.quantity, r[1], str(r.n), f"{r.target_mean:.3f} ± {r.target_sd:.3f}", f"{r.measured_mean:.3f} ± {r.measured_sd:.3f}",
                   f"{r.dev_mean:+.1%}", f"{r.dev_sd:+.1%}", "yes" if r.within else "NO")
     console.print(t)
     source = (syn.get("contrast") or {}).get("source")
