@@ -27,7 +27,7 @@ from volkd.data.cohort import Cohort, CohortMeta
 from volkd.errors import ConfigError, at_least, describe_validation_error
 
 CLASS_NAMES = ["control", "PD"]
-REGIONS = ("caudate_L", "caudate_R", "putamen_L", "putamen_R")
+REGIONS = cal.REGIONS
 #: PPMI imaging visits and their nominal time from baseline (years).
 VISIT_YEARS = {"BL": 0.0, "V04": 1.0, "V06": 2.0, "V08": 3.0, "V10": 4.0, "V12": 5.0}
 #: Mean age of the PPMI cohorts: the SBR table of METHOD.md §2 holds at this age.
@@ -103,6 +103,8 @@ AGE = {"PD": (61.5, 9.7), "control": (60.8, 11.0)}
 BORDERLINE = {"putamen": {"PD": 0.05, "control": 0.90}, "caudate": {"PD": 0.20, "control": 0.25},
               "putamen_sd": 0.08, "caudate_sd": 0.25, "asym_pd": RegionStats(mean=0.12, sd=0.09)}
 BORDERLINE_UNCALIBRATED = {**BORDERLINE, "putamen": {"PD": 0.42, "control": 0.30}, "caudate": {"PD": 0.20, "control": 0.15}}
+#: Largest share of a class's target variance the borderline subjects' offset may take (calibrated cohorts).
+BORDERLINE_MAX_VARIANCE_SHARE = 0.7
 
 
 class SynthConfig(BaseModel):
@@ -240,12 +242,23 @@ def _gamma(rng: np.random.Generator, stats: RegionStats) -> float:
 
 
 def _border_mean(cfg: SynthConfig, region: str, pd: bool) -> float:
-    """Where a borderline subject's ``region`` SBR sits: part of the way from the control mean towards the PD mean."""
+    """Where a borderline subject's ``region`` SBR sits: part of the way from the control mean towards the PD mean.
+
+    Calibrated cohorts: no further from its own class mean than lets the class keep its target
+    sd (the borderline subjects' share of the class variance, p/(1 − p)·Δ², at most
+    :data:`BORDERLINE_MAX_VARIANCE_SHARE` of it); a narrower class or a larger fraction moves them closer.
+    """
     c = cfg.contrast
     assert c is not None
     ctl, pdm = getattr(c, f"{region}_control").mean, getattr(c, f"{region}_pd").mean
     table = BORDERLINE if cfg.calibrate else BORDERLINE_UNCALIBRATED
-    return ctl - table[region]["PD" if pd else "control"] * (ctl - pdm)
+    pos = ctl - table[region]["PD" if pd else "control"] * (ctl - pdm)
+    p = float(cfg.borderline_fraction or 0.0)
+    if cfg.calibrate and 0.0 < p < 1.0:
+        own = getattr(c, f"{region}_{'pd' if pd else 'control'}")
+        reach = own.sd * np.sqrt(BORDERLINE_MAX_VARIANCE_SHARE * (1.0 - p) / p)
+        pos = float(np.clip(pos, own.mean - reach, own.mean + reach))
+    return pos
 
 
 def _subject_params(cfg: SynthConfig, pd: bool, borderline: bool, rng: np.random.Generator,
