@@ -43,6 +43,16 @@ def test_onnx_student_with_projection_in_graph(setup, tmp_path):
     assert np.abs(got - predict_proba(ck, real)).max() <= 1e-4
 
 
+@pytest.mark.slow
+def test_onnx_dynamic_slab_student(setup, tmp_path):
+    """The dynamic image over the striatal slab (the preset) runs inside the ONNX graph, within 1e-4."""
+    _, dyn = train_pair(setup["cohort"], tmp_path / "dyn", projection="dynamic", kd="none")
+    spec = load_checkpoint(dyn).projection_spec
+    assert spec["slab"] == "striatum" and spec["axis_range"]["axial"][1] - spec["axis_range"]["axial"][0] < 16
+    res = export_model(dyn, tmp_path / "onnx", format="onnx")
+    assert res.preprocessing_in_graph and res.input_shape == ["N", 16, 16, 16] and res.max_abs_diff <= 1e-4
+
+
 def test_torchscript_teacher_and_entropy_prestep(setup, tmp_path):
     res = export_model(setup["teacher"], tmp_path / "ts", format="torchscript")
     ck = load_checkpoint(setup["teacher"])
